@@ -1,0 +1,40 @@
+# musicdiff: `make demo` (set up + run the tiny pipeline) and `make test` (set up + run the tests).
+# Each creates .venv on first use and installs everything it needs.
+#
+# TORCH_SPEC picks the PyTorch build: the default is the CPU wheel (laptops, CI); on a CUDA
+# cluster use e.g. `make setup TORCH_SPEC="torch==2.5.1"` (PyPI's default Linux wheels are CUDA builds).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.musicdiff-installed
+
+.PHONY: setup demo test test-fast browser clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q "setuptools<81" wheel
+	DS_BUILD_OPS=0 $(BIN)/pip install -q --no-build-isolation "deepspeed>=0.15"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+# Headless Chromium for the HTML-report test (skipped with a reason when it cannot be installed).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "chromium not installed: the HTML report browser test will be skipped"; }
+
+demo: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash experiments/demo/run.sh
+
+test: setup browser
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) outputs

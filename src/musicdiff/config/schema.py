@@ -1,0 +1,147 @@
+"""Structured root configs (dataclasses) for every entry point.
+
+The root keys of each entry point are typed here and registered in Hydra's ConfigStore, so a
+misspelt or unknown *root* key fails at start with Hydra's "Key '...' not in 'TrainConfig'" error.
+Group nodes (``autoencoder``, ``dit`` ...) are typed ``Any`` because each option has its own
+``_target_``; their keys are checked against the target's signature by
+:func:`musicdiff.config.validate.validate_targets`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class PathsConfig:
+    """Where runs write their files."""
+
+    root_dir: str = "."  # working directory the relative paths below are resolved from
+    log_dir: str = "outputs"  # root of all run directories and of the shared MLflow store
+    output_dir: str = "${hydra:runtime.output_dir}"  # this run's directory (Hydra's run dir)
+    data_dir: str = "${paths.log_dir}/data"  # caches such as the generated synthetic dataset
+
+
+@dataclass
+class TrainConfig:
+    """Root of ``conf/train.yaml``."""
+
+    task: Any = MISSING
+    autoencoder: Any = MISSING
+    dit: Any = None
+    conditioner: Any = None
+    diffusion: Any = None
+    sampler: Any = None
+    dataset: Any = MISSING
+    optim: Any = None
+    lr_schedule: Any = None
+    trainer: Any = MISSING
+    logger: Any = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    run_name: str = "train"  # MLflow run name
+    seed: int = 0  # global seed (torch, numpy, python, data order)
+    init_autoencoder: Optional[str] = None  # exported autoencoder dir/checkpoint to load (diffusion task)
+    objective: str = "loss"  # metric returned to sweepers (lower is better)
+
+
+@dataclass
+class GenerateConfig:
+    """Root of ``conf/generate.yaml``."""
+
+    autoencoder: Any = MISSING
+    dit: Any = MISSING
+    conditioner: Any = MISSING
+    diffusion: Any = None
+    sampler: Any = MISSING
+    logger: Any = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    run_name: str = "generate"
+    checkpoint: Optional[str] = None  # exported model dir (or checkpoint dir) from musicdiff-train
+    autoencoder_checkpoint: Optional[str] = None  # exported autoencoder dir if not in `checkpoint`
+    prompt: Optional[str] = None  # single prompt
+    prompts_file: Optional[str] = None  # one prompt per line, or CSV/JSON with prompt,duration,seed
+    negative_prompt: Optional[str] = None
+    duration: Optional[float] = None  # seconds (seconds_total); default: the model's window
+    window_seconds: Optional[float] = None  # model window; default: the training crop length
+    decode_chunk_latents: Optional[int] = 128  # decode in chunks of this many latents (bounded memory)
+    num_samples: int = 1  # generations per prompt
+    batch_size: int = 4
+    seed: int = 0
+    init_audio: Optional[str] = None  # audio-to-audio: path of the init recording
+    init_noise_level: float = 1.0  # sigma to start from with init_audio
+    inpaint_audio: Optional[str] = None  # inpainting/continuation: audio to keep
+    inpaint_keep: Optional[list] = None  # [[start_s, end_s], ...] regions of inpaint_audio to keep
+    out_dir: Optional[str] = None  # default: <run dir>/audio
+    format: str = "wav"  # wav | flac
+    spectrograms: bool = False  # also write spectrogram PNGs
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass
+class EvaluateConfig:
+    """Root of ``conf/evaluate.yaml``."""
+
+    metrics: Any = MISSING
+    logger: Any = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    run_name: str = "evaluate"
+    generated_dir: Optional[str] = None  # folder of audio to score
+    reference_dir: Optional[str] = None  # reference audio (FD, KL, reconstruction)
+    prompts: Optional[str] = None  # prompts file/manifest for CLAP score
+    reconstruction: bool = False  # autoencoder reconstruction metrics of generated vs reference
+    sample_rate: int = 44100  # rate audio is loaded at for the reconstruction metrics
+    seed: int = 0
+
+
+@dataclass
+class EncodeConfig:
+    """Root of ``conf/encode.yaml``."""
+
+    autoencoder: Any = MISSING
+    dataset: Any = MISSING
+    logger: Any = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    run_name: str = "encode"
+    autoencoder_checkpoint: Optional[str] = None  # exported autoencoder dir (required unless random init is OK)
+    allow_random_init: bool = False  # encode with random weights (tests/demo only)
+    out_dir: str = "${paths.output_dir}/latents"  # where shards go
+    shard_size: int = 256  # items per shard
+    batch_size: int = 1
+    chunked: bool = True  # chunked encoding for long files
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class SweepConfig:
+    """Root of ``conf/sweep.yaml``."""
+
+    logger: Any = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    run_name: str = "sweep"
+    kind: str = "generate_eval"  # generate_eval (generate + evaluate per trial) | train
+    checkpoint: Optional[str] = None  # generate_eval: the model export dir to sweep over
+    study_name: str = "musicdiff"
+    storage: str = "sqlite:///${paths.log_dir}/optuna.db"  # RDB storage: resumable, shared by workers
+    direction: str = "minimize"
+    n_trials: int = 8  # total finished trials wanted (a resumed study runs only the rest)
+    n_jobs: int = 1  # parallel trials in this process (more workers: more processes, same storage)
+    seed: int = 0
+    objective: str = "fd_mel"  # metric key returned by the trial runner
+    search_space: Any = field(default_factory=dict)
+    base_overrides: list = field(default_factory=list)  # overrides of every trial's config
+    eval_overrides: list = field(default_factory=list)  # overrides of the evaluate config (generate_eval)
+
+
+def register_configs() -> None:
+    """Register the root schemas so ``defaults: [<name>_schema, ...]`` can extend them."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="generate_schema", node=GenerateConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="encode_schema", node=EncodeConfig)
+    cs.store(name="sweep_schema", node=SweepConfig)

@@ -1,0 +1,17 @@
+"""Evaluation metrics (SA2 Table 2): Fréchet distance, KL divergence, CLAP score, and embedders.
+
+The reconstruction metrics live in ``musicdiff.evaluation.reconstruction`` and are not imported
+here, so importing this package stays light.
+"""
+
+from musicdiff.evaluation.clap_score import CLAPScore
+from musicdiff.evaluation.embedders import AudioSet, ClapEmbedder, Embedder, MelStatsEmbedder, RandomConvEmbedder
+from musicdiff.evaluation.folder_eval import MetricSuite, evaluate_folders, read_prompts
+from musicdiff.evaluation.frechet import FrechetDistance, frechet_distance, gaussian_stats
+from musicdiff.evaluation.kl import KLDivergence, PooledKLDivergence, kl_divergence
+
+__all__ = [
+    "AudioSet", "CLAPScore", "ClapEmbedder", "Embedder", "FrechetDistance", "KLDivergence", "MelStatsEmbedder",
+    "MetricSuite", "PooledKLDivergence", "RandomConvEmbedder", "evaluate_folders", "frechet_distance",
+    "gaussian_stats", "kl_divergence", "read_prompts",
+]

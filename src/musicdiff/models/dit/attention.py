@@ -1,0 +1,105 @@
+"""Multi-head self- and cross-attention through ``F.scaled_dot_product_attention``.
+
+Vaswani et al., "Attention Is All You Need" (arXiv 1706.03762), eq. (1)-(2), with bias-free
+projections as in the SA2 DiT. Self-attention uses one fused ``to_qkv`` projection; cross-attention
+projects queries from the sequence (``to_q``) and keys/values from the conditioning tokens
+(``to_kv``). When the context width is smaller than the model width (SAO: 768-wide T5 tokens
+into a 1536-wide model) keys/values have fewer heads, shared between query heads (grouped-query
+attention, Ainslie et al. arXiv 2305.13245) - the layout of stable-audio-tools checkpoints.
+The output projection is zero-initialised so every residual branch starts as the identity.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from musicdiff.models.dit.rotary import apply_rotary
+
+
+class Attention(nn.Module):
+    """Self-attention (``dim_context=None``) or cross-attention over context tokens.
+
+    Args:
+        dim: model width.
+        dim_heads: channels per head; ``dim`` must be a multiple of it.
+        dim_context: width of the context tokens for cross-attention, or None for self-attention.
+        zero_init_output: zero-initialise ``to_out`` (branch starts as identity).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        dim_heads: int = 64,
+        dim_context: int | None = None,
+        zero_init_output: bool = True,
+    ) -> None:
+        super().__init__()
+        if dim % dim_heads:
+            raise ValueError(f"width {dim} is not a multiple of the head dim {dim_heads}")
+        dim_kv = dim if dim_context is None else dim_context
+        if dim_kv % dim_heads:
+            raise ValueError(f"context width {dim_kv} is not a multiple of the head dim {dim_heads}")
+        self.num_heads = dim // dim_heads
+        self.kv_heads = dim_kv // dim_heads
+        if self.num_heads % self.kv_heads:
+            raise ValueError(
+                f"{self.num_heads} query heads cannot share {self.kv_heads} key/value heads evenly"
+            )
+        self.dim_heads = dim_heads
+        self.is_cross = dim_context is not None
+        if self.is_cross:
+            self.to_q = nn.Linear(dim, dim, bias=False)
+            self.to_kv = nn.Linear(dim_kv, dim_kv * 2, bias=False)
+        else:
+            self.to_qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.to_out = nn.Linear(dim, dim, bias=False)
+        if zero_init_output:
+            nn.init.zeros_(self.to_out.weight)
+
+    def _heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, heads, self.dim_heads).transpose(1, 2)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+        rotary_freqs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Attend.
+
+        Args:
+            x: ``[B, N, dim]`` sequence.
+            context: ``[B, M, dim_context]`` tokens (cross-attention only).
+            context_mask: bool ``[B, M]``, True where a context token may be attended to.
+            rotary_freqs: ``[N, R]`` rotary angles for queries/keys (self-attention only).
+
+        Returns:
+            ``[B, N, dim]``.
+        """
+        if self.is_cross:
+            if context is None:
+                raise ValueError("cross-attention needs a context tensor")
+            q = self._heads(self.to_q(x), self.num_heads)
+            k, v = self.to_kv(context).chunk(2, dim=-1)
+        else:
+            q, k, v = self.to_qkv(x).chunk(3, dim=-1)
+            q = self._heads(q, self.num_heads)
+        k, v = self._heads(k, self.kv_heads), self._heads(v, self.kv_heads)
+        if rotary_freqs is not None:
+            q, k = apply_rotary(q, rotary_freqs), apply_rotary(k, rotary_freqs)
+        if self.kv_heads != self.num_heads:
+            rep = self.num_heads // self.kv_heads
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        attn_mask = None
+        if context_mask is not None:
+            mask = context_mask.to(torch.bool)
+            # A row with no valid key would give NaN; let it attend to everything instead.
+            mask = mask | ~mask.any(dim=-1, keepdim=True)
+            attn_mask = mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
+        return self.to_out(out)

@@ -1,0 +1,265 @@
+"""Text-to-music generation pipeline (SA2, Evans et al. 2024, Sec. 3 and 4).
+
+``Generator.generate`` conditions on prompt + timing (``seconds_start = 0``,
+``seconds_total = duration``), samples the whole latent window with classifier-free guidance,
+decodes (chunked for long windows) and trims each item to its duration: SA2 generates up to
+4m45s (6144 latents) in one window and relies on the timing conditioning to put silence after
+``seconds_total`` (Sec. 3.4). Options:
+
+* negative prompts: the unconditional branch is conditioned on the negative prompt; without one it
+  is the prompt's conditioning with the cross-attention tokens zeroed (stable-audio-tools).
+* audio-to-audio (style transfer, SA2 Sec. 4.6): start at ``sigma = init_noise_level`` from
+  ``encode(init_audio) + sigma * noise``.
+* inpainting / continuation: latent replacement (:mod:`musicdiff.sampling.inpaint`).
+
+Noise is drawn from one ``torch.Generator`` per item (and the SDE noise from per-item seeds), so
+an item's output depends only on its own seed, prompt and settings.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from musicdiff.sampling.guidance import pad_tokens
+from musicdiff.sampling.inpaint import InpaintDenoiser, InpaintRequest, latent_keep_mask
+from musicdiff.sampling.noise import random_seed
+from musicdiff.sampling.spec import SamplerSpec
+
+__all__ = ["Generator"]
+
+
+def _default_denoiser(model: nn.Module) -> Callable[..., torch.Tensor]:
+    from musicdiff.diffusion import VDenoiser  # lazy: separate part of the package
+
+    return VDenoiser(model)
+
+
+def _as_list(value: Any, n: int, name: str) -> list[Any]:
+    """Broadcasts a scalar to ``n`` items or checks a sequence has ``n`` items."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(f"got {len(value)} {name} for {n} prompts")
+        return list(value)
+    return [value] * n
+
+
+def _batch_audio(audio: torch.Tensor, n: int, name: str) -> torch.Tensor:
+    """``[C, T]`` or ``[1|n, C, T]`` -> ``[n, C, T]``."""
+    audio = audio[None] if audio.ndim == 2 else audio
+    if audio.ndim != 3 or audio.shape[0] not in (1, n):
+        raise ValueError(f"{name} must be [C, T], [1, C, T] or [{n}, C, T], got {tuple(audio.shape)}")
+    return audio.expand(n, -1, -1)
+
+
+class Generator:
+    """Generates audio from prompts with a latent diffusion model.
+
+    Args:
+        autoencoder: ``encode(audio) -> latents``, ``decode(latents) -> audio``,
+            ``decode_chunked(latents, chunk_size, overlap)``; attributes ``sample_rate``,
+            ``io_channels``, ``latent_dim``, ``downsampling_ratio``.
+        dit: ``dit(x, t, cross_attn_cond, cross_attn_mask, global_cond) -> v``.
+        conditioner: ``conditioner(metadata: list[dict], device) -> dict`` of conditioning tensors.
+        sampler: The :class:`SamplerSpec` to sample with.
+        window_latents: Latent frames generated per item (the model's sample size; 6144 for SA2).
+        decode_chunk_latents: Decode in chunks of this many latents when the window is longer
+            (None: always decode in one pass).
+        decode_overlap_latents: Overlap between decoding chunks, in latents.
+        denoiser_wrapper: Builds the denoiser from ``dit``; default ``musicdiff.diffusion.VDenoiser``.
+        device: Device to run on; default the DiT's device.
+    """
+
+    def __init__(
+        self,
+        autoencoder: nn.Module,
+        dit: nn.Module,
+        conditioner: nn.Module,
+        sampler: SamplerSpec,
+        window_latents: int = 6144,
+        decode_chunk_latents: int | None = 128,
+        decode_overlap_latents: int = 32,
+        denoiser_wrapper: Callable[[nn.Module], Callable[..., torch.Tensor]] | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if window_latents < 1:
+            raise ValueError(f"window_latents must be >= 1, got {window_latents}")
+        if decode_chunk_latents is not None and decode_overlap_latents >= decode_chunk_latents:
+            raise ValueError("decode_overlap_latents must be smaller than decode_chunk_latents")
+        self.autoencoder = autoencoder
+        self.dit = dit
+        self.conditioner = conditioner
+        self.sampler = sampler
+        self.window_latents = int(window_latents)
+        self.decode_chunk_latents = decode_chunk_latents
+        self.decode_overlap_latents = int(decode_overlap_latents)
+        self.denoiser = (denoiser_wrapper or _default_denoiser)(dit)
+        if device is None:
+            param = next(iter(dit.parameters()), None)
+            device = param.device if param is not None else "cpu"
+        self.device = torch.device(device)
+        self.last_seeds: list[int] = []
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.autoencoder.sample_rate)
+
+    @property
+    def ratio(self) -> int:
+        return int(self.autoencoder.downsampling_ratio)
+
+    @property
+    def window_samples(self) -> int:
+        return self.window_latents * self.ratio
+
+    @property
+    def max_duration(self) -> float:
+        """Longest generation in seconds (the model window)."""
+        return self.window_samples / self.sample_rate
+
+    # ------------------------------------------------------------------ helpers
+    def _encode(self, audio: torch.Tensor) -> torch.Tensor:
+        """Encodes ``[B, C, T]`` audio to exactly ``window_latents`` frames (mean latents)."""
+        if audio.shape[1] != self.autoencoder.io_channels:
+            raise ValueError(
+                f"audio has {audio.shape[1]} channels, the autoencoder takes {self.autoencoder.io_channels}"
+            )
+        audio = audio[..., : self.window_samples].to(self.device, torch.float32)
+        audio = F.pad(audio, (0, self.window_samples - audio.shape[-1]))
+        encode = self.autoencoder.encode
+        kwargs = {"sample": False} if "sample" in inspect.signature(encode).parameters else {}
+        latents = encode(audio, **kwargs)
+        latents = latents[..., : self.window_latents]
+        return F.pad(latents, (0, self.window_latents - latents.shape[-1]))
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Decodes one item ``[1, D, L]`` (chunked when longer than ``decode_chunk_latents``)."""
+        chunk = self.decode_chunk_latents
+        if chunk is not None and latents.shape[-1] > chunk:
+            return self.autoencoder.decode_chunked(latents, chunk_size=chunk, overlap=self.decode_overlap_latents)
+        return self.autoencoder.decode(latents)
+
+    def _conditions(
+        self, prompts: list[str], durations: list[float], negative_prompts: list[str | None] | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Builds the cond and uncond dicts (negative prompt or zeroed cross-attention tokens)."""
+        meta = [{"prompt": p, "seconds_start": 0.0, "seconds_total": float(d)} for p, d in zip(prompts, durations)]
+        cond = dict(self.conditioner(meta, self.device))
+        uncond = dict(cond)
+        if cond.get("cross_attn_cond") is not None:
+            uncond["cross_attn_cond"] = torch.zeros_like(cond["cross_attn_cond"])
+        if negative_prompts is not None and any(n is not None for n in negative_prompts):
+            neg_meta = [dict(m, prompt=n if n is not None else "") for m, n in zip(meta, negative_prompts)]
+            neg = dict(self.conditioner(neg_meta, self.device))
+            tokens, mask = neg.get("cross_attn_cond"), neg.get("cross_attn_mask")
+            if tokens is not None and mask is not None:  # zero padding tokens, as SAT does
+                tokens = torch.where(mask[..., None].to(torch.bool), tokens, torch.zeros_like(tokens))
+                neg["cross_attn_cond"] = tokens
+            has_neg = torch.tensor([n is not None for n in negative_prompts], device=self.device)
+            for key in ("cross_attn_cond", "cross_attn_mask"):
+                if neg.get(key) is None or uncond.get(key) is None:
+                    continue
+                a, b = neg[key], uncond[key]
+                if a.ndim >= 2 and a.ndim == b.ndim and a.shape[1] != b.shape[1]:  # token counts differ
+                    n_tok = max(a.shape[1], b.shape[1])
+                    a, b = pad_tokens(a, n_tok), pad_tokens(b, n_tok)
+                    cond[key] = pad_tokens(cond[key], n_tok)
+                if a.shape != b.shape:
+                    raise ValueError(f"negative prompt {key} shape {tuple(a.shape)} != prompt's {tuple(b.shape)}")
+                uncond[key] = torch.where(has_neg.reshape(-1, *([1] * (a.ndim - 1))), a, b)
+        return cond, uncond
+
+    # --------------------------------------------------------------------- main
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        durations: float | Sequence[float] | None = None,
+        seeds: int | Sequence[int] | None = None,
+        negative_prompts: str | Sequence[str | None] | None = None,
+        init_audio: torch.Tensor | None = None,
+        init_noise_level: float | None = None,
+        inpaint: InpaintRequest | None = None,
+        steps: int | None = None,
+        cfg_scale: float | None = None,
+        callback: Callable[[dict], None] | None = None,
+        disable_progress: bool | None = True,
+        return_latents: bool = False,
+    ) -> list[torch.Tensor]:
+        """Generates one audio clip per prompt.
+
+        Args:
+            prompts: One prompt or a list (the batch).
+            durations: Seconds per item (``seconds_total``); default the whole window.
+            seeds: Seed per item (an int ``s`` gives items ``s, s+1, ...``); None draws random
+                seeds. The seeds used are recorded in ``self.last_seeds``.
+            negative_prompts: Negative prompt(s) for the unconditional branch (None entries: none).
+            init_audio: Audio-to-audio input ``[C, T]`` or ``[B, C, T]`` at the model's sample
+                rate and channel count (resample/rechannel before), padded/cropped to the window.
+            init_noise_level: Starting sigma for audio-to-audio (required with ``init_audio``).
+            inpaint: Known audio and keep-mask for inpainting / continuation.
+            steps: Overrides the sampler's step count.
+            cfg_scale: Overrides the sampler's guidance scale.
+            callback: Per-step sampler callback.
+            disable_progress: Disables the progress bar.
+            return_latents: Return the ``[D, window_latents]`` latents instead of audio.
+
+        Returns:
+            List of ``[C, round(duration * sample_rate)]`` audio tensors (or latents).
+        """
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        n = len(prompts)
+        if n == 0:
+            raise ValueError("no prompts given")
+        durations = _as_list(self.max_duration if durations is None else durations, n, "durations")
+        for d in durations:
+            if not 0 < float(d) <= self.max_duration + 1e-6:
+                raise ValueError(
+                    f"duration {d} s is outside (0, {self.max_duration:.3f}] s: the maximum duration is "
+                    f"{self.max_duration:.3f} s ({self.window_latents} latents)"
+                )
+        if isinstance(seeds, int):
+            seeds = [seeds + i for i in range(n)]
+        seeds = [random_seed() if s is None else int(s) for s in _as_list(seeds, n, "seeds")]
+        self.last_seeds = seeds
+        if negative_prompts is not None:
+            negative_prompts = _as_list(negative_prompts, n, "negative prompts")
+        if init_audio is not None and init_noise_level is None:
+            raise ValueError("init_audio needs init_noise_level (the starting sigma)")
+
+        sigmas = self.sampler.sigmas(self.device, steps=steps, sigma_max=init_noise_level if init_audio is not None else None)
+        shape = (self.autoencoder.latent_dim, self.window_latents)
+        gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+        noise = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(self.device)
+        x = noise * sigmas[0]
+        if init_audio is not None:
+            x = self._encode(_batch_audio(init_audio, n, "init_audio")) + x
+
+        cond, uncond = self._conditions(prompts, durations, negative_prompts)
+        denoiser = self.sampler.guided(self.denoiser, scale=cfg_scale)
+        pinned: InpaintDenoiser | None = None
+        if inpaint is not None:
+            known = self._encode(_batch_audio(inpaint.audio, n, "inpaint audio"))
+            keep = inpaint.keep[None] if inpaint.keep.ndim == 1 else inpaint.keep
+            keep = latent_keep_mask(keep.expand(n, -1), self.ratio, self.window_latents).to(self.device)
+            known_noise = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(self.device)
+            pinned = denoiser = InpaintDenoiser(denoiser, known, keep, known_noise)
+
+        latents = self.sampler.run(
+            denoiser, x, extra_args={"cond": cond, "uncond": uncond}, callback=callback,
+            disable=disable_progress, sigmas=sigmas, seed=seeds,
+        )
+        if pinned is not None:
+            latents = pinned.finalize(latents)
+        if return_latents:
+            return list(latents.unbind(0))
+        out = []
+        for i, d in enumerate(durations):
+            audio = self._decode(latents[i : i + 1])[0]
+            out.append(audio[..., : int(round(float(d) * self.sample_rate))])
+        return out

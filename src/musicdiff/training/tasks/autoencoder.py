@@ -1,0 +1,188 @@
+"""Adversarial training task of the SA2 autoencoder (SA2 §3.1; stable-audio-tools' AutoencoderTrainingWrapper).
+
+Generator objective (paper weights):
+``1.0·MRSTFT(mid/side) + 0.5·MRSTFT(left) + 0.5·MRSTFT(right) + 0.1·L_adv + 5.0·L_fm + 1e-4·KL``;
+the discriminator minimises its hinge loss. Both optimisers step every training step
+(discriminator first, on detached reconstructions). During the first ``adversarial_warmup_steps`` the
+generator sees no adversarial / feature-matching term while the discriminator already trains (SAT's
+``warmup_mode="adv"``). Non-finite losses are skipped by ``ctx.backward_step`` and counted in the
+returned metrics (``skipped_generator`` / ``skipped_discriminator``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from musicdiff.evaluation.reconstruction import ReconstructionMetrics
+from musicdiff.losses.discriminator import EncodecDiscriminator
+from musicdiff.losses.stft import MultiResolutionSTFTLoss, sum_and_difference
+from musicdiff.models.autoencoder import AudioAutoencoder
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Temporarily stop gradients flowing into ``module``'s parameters (they still flow through it)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(module.parameters(), flags):
+            p.requires_grad_(f)
+
+
+class AutoencoderTask(nn.Module):
+    """Holds the autoencoder, its EMA, the discriminator and the losses.
+
+    Args:
+        autoencoder: the VAE being trained.
+        optimizer_generator: partial optimiser factory ``f(params)`` for the autoencoder
+            (SA2: AdamW lr 1.5e-4, betas (0.8, 0.99), wd 1e-3).
+        optimizer_discriminator: partial factory for the discriminator (SA2: AdamW lr 3e-4).
+        discriminator: ``EncodecDiscriminator`` or None (pure reconstruction training).
+        stft_loss: multi-resolution STFT loss (default: SA2's 7 A-weighted resolutions).
+        scheduler_generator: optional partial LR scheduler factory ``f(optimizer)``.
+        scheduler_discriminator: optional partial LR scheduler factory ``f(optimizer)``.
+        mrstft_weight: weight of the mid/side STFT term (stereo) or the plain term (mono).
+        lr_stft_weight: weight of each of the left and right STFT terms (stereo only).
+        adversarial_weight: weight of the generator's GAN loss.
+        feature_matching_weight: weight of feature matching.
+        kl_weight: weight of the VAE KL term.
+        adversarial_warmup_steps: steps before the generator gets adversarial/feature-matching terms.
+        ema_beta: EMA decay of the exported autoencoder (None disables EMA).
+        demo_seconds: length of the clip reconstructed by ``demo``.
+    """
+
+    def __init__(self, autoencoder: AudioAutoencoder, optimizer_generator: OptimizerFactory,
+                 optimizer_discriminator: OptimizerFactory | None = None,
+                 discriminator: EncodecDiscriminator | None = None, stft_loss: nn.Module | None = None,
+                 scheduler_generator: SchedulerFactory | None = None,
+                 scheduler_discriminator: SchedulerFactory | None = None, mrstft_weight: float = 1.0,
+                 lr_stft_weight: float = 0.5, adversarial_weight: float = 0.1, feature_matching_weight: float = 5.0,
+                 kl_weight: float = 1e-4, adversarial_warmup_steps: int = 0, ema_beta: float | None = 0.9999,
+                 demo_seconds: float = 2.0) -> None:
+        super().__init__()
+        if discriminator is not None and optimizer_discriminator is None:
+            raise ValueError("a discriminator needs optimizer_discriminator")
+        self.autoencoder = autoencoder
+        self.discriminator = discriminator
+        self.stft_loss = stft_loss if stft_loss is not None else MultiResolutionSTFTLoss(
+            sample_rate=autoencoder.sample_rate)
+        self.optimizer_generator, self.optimizer_discriminator = optimizer_generator, optimizer_discriminator
+        self.scheduler_generator, self.scheduler_discriminator = scheduler_generator, scheduler_discriminator
+        self.mrstft_weight, self.lr_stft_weight = mrstft_weight, lr_stft_weight
+        self.adversarial_weight, self.feature_matching_weight = adversarial_weight, feature_matching_weight
+        self.kl_weight, self.adversarial_warmup_steps = kl_weight, int(adversarial_warmup_steps)
+        if ema_beta is not None and not 0.0 <= ema_beta < 1.0:
+            raise ValueError(f"ema_beta must be in [0, 1) or null, got {ema_beta}")
+        self.ema = (AveragedModel(autoencoder, multi_avg_fn=get_ema_multi_avg_fn(ema_beta))
+                    if ema_beta is not None else None)
+        if self.ema is not None:
+            self.ema.requires_grad_(False)
+        self.demo_seconds = demo_seconds
+        self._demo_audio: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ optimisers
+    def configure_optimizers(self) -> dict[str, tuple[torch.optim.Optimizer, Any]]:
+        """``{"generator": (opt, sched|None), "discriminator": (opt, sched|None)}`` (no discriminator: one entry)."""
+        opt_g = self.optimizer_generator(self.autoencoder.parameters())
+        out = {"generator": (opt_g, self.scheduler_generator(opt_g) if self.scheduler_generator else None)}
+        if self.discriminator is not None:
+            opt_d = self.optimizer_discriminator(self.discriminator.parameters())
+            out["discriminator"] = (opt_d, self.scheduler_discriminator(opt_d) if self.scheduler_discriminator
+                                    else None)
+        return out
+
+    # ------------------------------------------------------------------ losses
+    def reconstruction_losses(self, decoded: torch.Tensor, reals: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Unweighted STFT terms: ``mrstft`` (mid/side for stereo) and ``stft_left`` / ``stft_right``."""
+        if reals.shape[1] == 2:
+            (dm, ds), (rm, rs) = sum_and_difference(decoded), sum_and_difference(reals)
+            return {"mrstft": (self.stft_loss(dm, rm) + self.stft_loss(ds, rs)) / 2,
+                    "stft_left": self.stft_loss(decoded[:, :1], reals[:, :1]),
+                    "stft_right": self.stft_loss(decoded[:, 1:], reals[:, 1:])}
+        return {"mrstft": self.stft_loss(decoded, reals)}
+
+    def training_step(self, batch: dict[str, Any], step: int, ctx: Any) -> dict[str, float]:
+        """One discriminator and one generator update on ``batch["audio"] [B, C, T]``."""
+        reals = batch["audio"]
+        if reals.dim() != 3 or reals.shape[1] != self.autoencoder.io_channels:
+            raise ValueError(f"batch['audio'] must be [B, {self.autoencoder.io_channels}, T], got {tuple(reals.shape)}")
+        latents, info = self.autoencoder.encode_with_info(reals)
+        decoded = self.autoencoder.decode(latents)[..., : reals.shape[-1]]
+        metrics: dict[str, float] = {}
+
+        if self.discriminator is not None:
+            loss_d = self.discriminator.discriminator_loss(reals, decoded.detach())
+            metrics["disc_loss"] = float(loss_d.detach())
+            metrics["skipped_discriminator"] = float(not ctx.backward_step("discriminator", loss_d))
+
+        terms = self.reconstruction_losses(decoded, reals)
+        loss = self.mrstft_weight * terms["mrstft"] + self.kl_weight * info["kl"]
+        if "stft_left" in terms:
+            loss = loss + self.lr_stft_weight * (terms["stft_left"] + terms["stft_right"])
+        if self.discriminator is not None and step >= self.adversarial_warmup_steps:
+            with frozen(self.discriminator):
+                adv, fm = self.discriminator.generator_loss(reals, decoded)
+            loss = loss + self.adversarial_weight * adv + self.feature_matching_weight * fm
+            terms.update(adv_loss=adv, feature_matching=fm)
+        metrics["skipped_generator"] = float(not ctx.backward_step("generator", loss))
+
+        metrics["loss"] = float(loss.detach())
+        metrics["kl"] = float(info["kl"].detach())
+        metrics.update({k: float(v.detach()) for k, v in terms.items()})
+        metrics["latent_std"] = float(latents.detach().float().std())
+        n = int(self.demo_seconds * self.autoencoder.sample_rate)
+        self._demo_audio = reals[0, :, :n].detach().float().cpu()
+        return metrics
+
+    # ------------------------------------------------------------------ EMA / export / demo
+    def on_step_end(self, step: int) -> None:  # noqa: ARG002
+        """Update the EMA copy of the autoencoder."""
+        if self.ema is not None:
+            self.ema.update_parameters(self.autoencoder)
+
+    def inference_model(self) -> AudioAutoencoder:
+        """The EMA autoencoder once it has been updated, else the raw one."""
+        if self.ema is not None and int(self.ema.n_averaged) > 0:
+            return self.ema.module
+        return self.autoencoder
+
+    def export(self) -> dict[str, nn.Module]:
+        """``{"autoencoder": EMA (or raw) AudioAutoencoder}`` for the other entry points."""
+        return {"autoencoder": self.inference_model()}
+
+    @torch.no_grad()
+    def demo(self, step: int, logger: Any) -> None:
+        """Log the last batch's first clip, its reconstruction (posterior mean), a spectrogram and metrics."""
+        if self._demo_audio is None:
+            return
+        model = self.inference_model()
+        device = next(model.parameters()).device
+        real = self._demo_audio
+        recon = model(real[None].to(device), sample=False)[0].float().cpu()
+        sr = self.autoencoder.sample_rate
+        logger.log_audio("demo/real", real, sr, step)
+        logger.log_audio("demo/reconstruction", recon, sr, step)
+        metrics = ReconstructionMetrics(sr)(recon[None], real[None]) if real.shape[-1] >= 2048 else {}
+        if metrics:
+            logger.log_metrics({f"demo/{k}": v for k, v in metrics.items()}, step)
+        try:
+            import matplotlib.pyplot as plt
+
+            from musicdiff.tracking.plots import spectrogram_figure
+        except ImportError:  # plotting helpers not available
+            return
+        fig = spectrogram_figure(recon, sr, title=f"reconstruction, step {step}")
+        logger.log_figure("demo/reconstruction_spectrogram", fig, step)
+        plt.close(fig)

@@ -1,0 +1,98 @@
+"""Shared fixtures: Hydra composition against the real conf/ tree, offline hub settings."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never call a hub from a test
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ.get("MUSICDIFF_TEST_THREADS", "1")))
+
+
+@pytest.fixture()
+def compose_cfg(tmp_path):
+    """Compose a root config (``train``, ``generate`` ...) with overrides; paths go to tmp_path."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from musicdiff.config.paths import config_dir
+
+    def _compose(name: str = "train", overrides: list[str] | None = None):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            cfg = compose(config_name=name, overrides=[
+                f"paths.log_dir={tmp_path / 'outputs'}",
+                f"paths.output_dir={tmp_path / 'run'}",
+                *(overrides or []),
+            ])
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def _tiny_text_models(tmp_path_factory):
+    """Tiny random-weight T5 and CLAP saved locally (never downloaded)."""
+    from tests.helpers.tiny_text_models import make_tiny_clap, make_tiny_t5
+
+    root = tmp_path_factory.mktemp("text_models")
+    return make_tiny_t5(str(root / "t5")), make_tiny_clap(str(root / "clap"))
+
+
+@pytest.fixture()
+def text_model_env(_tiny_text_models, monkeypatch):
+    """Point the text-conditioner configs at the tiny local models."""
+    t5, clap = _tiny_text_models
+    monkeypatch.setenv("MUSICDIFF_T5_PATH", t5)
+    monkeypatch.setenv("MUSICDIFF_CLAP_PATH", clap)
+
+
+@pytest.fixture(scope="session")
+def _synthetic_audio_dir(tmp_path_factory):
+    from musicdiff.data.synthetic import generate_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synthetic_audio")
+    generate_synthetic_dataset(str(root), num_items=8, sample_rate=16000, seconds=2.0, seed=0)
+    return root
+
+
+def compose_root(name: str, overrides: list[str]):
+    """Compose a root config outside a Hydra app (session-scoped fixtures)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from musicdiff.config.paths import config_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides)
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_latent_dir(_synthetic_audio_dir, tmp_path_factory):
+    """The synthetic folder encoded with the (randomly initialised) tiny autoencoder."""
+    from hydra.utils import instantiate
+
+    from musicdiff.data.encode import encode_dataset
+
+    cfg = compose_root("train", ["autoencoder=tiny"])
+    torch.manual_seed(0)
+    autoencoder = instantiate(cfg.autoencoder).eval()
+    out = tmp_path_factory.mktemp("latents")
+    encode_dataset(str(_synthetic_audio_dir), autoencoder, out, shard_size=4, progress=False)
+    return out
+
+
+@pytest.fixture()
+def data_env(_synthetic_audio_dir, tiny_latent_dir, monkeypatch):
+    """Point the dataset configs at a small synthetic folder and its tiny-autoencoder latents."""
+    monkeypatch.setenv("MUSICDIFF_AUDIO_DIR", str(_synthetic_audio_dir))
+    monkeypatch.setenv("MUSICDIFF_LATENT_DIR", str(tiny_latent_dir))
