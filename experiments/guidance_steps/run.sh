@@ -5,4 +5,4 @@ CKPT=${CKPT:-outputs/demo/dit/export}
 REF=${REF:-$(ls -d outputs/data/synthetic/*/ | head -n 1)}
 N_TRIALS=${N_TRIALS:-12}
 musicdiff-sweep checkpoint="$CKPT" study_name=guidance_steps n_trials="$N_TRIALS" \
-    "eval_overrides=[reference_dir=$REF]" hydra.run.dir=outputs/sweeps/guidance_steps/$(date +%Y%m%d-%H%M%S)
+    "eval_overrides=['reference_dir=$REF']" hydra.run.dir=outputs/sweeps/guidance_steps/$(date +%Y%m%d-%H%M%S)

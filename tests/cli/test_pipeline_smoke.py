@@ -159,7 +159,7 @@ def test_sweep_runs_trials_as_child_runs_and_resumes(pipeline, tmp_path):
     over = [f"checkpoint={root / 'dit' / 'export'}", f"paths.log_dir={store}", "n_trials=2",
             "search_space={sampler.cfg_scale: {type: float, low: 1.0, high: 5.0}, "
             "sampler.steps: {type: int, low: 2, high: 4}}",
-            "base_overrides=[prompt=sine,duration=0.5,sampler=euler]", f"eval_overrides=[reference_dir={ref}]"]
+            "base_overrides=['prompt=sine','num_samples=3','duration=0.5','sampler=euler']", f"eval_overrides=['reference_dir={ref}']"]
     best = sweep(compose_root("sweep", [*over, f"paths.output_dir={tmp_path / 'sweep1'}"]))
     assert best > 0
     # resuming with a larger budget runs only the missing trials

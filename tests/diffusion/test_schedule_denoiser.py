@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 
+from tests.helpers.kdiffusion import load_k_diffusion
+
 from musicdiff.diffusion import (
     VDenoiser,
     add_noise,
@@ -78,7 +80,7 @@ def test_vdenoiser_gaussian_closed_form():
 
 
 def test_vdenoiser_scalings_match_k_diffusion():
-    kd = pytest.importorskip("k_diffusion.external")
+    kd = load_k_diffusion().external
     sigma = torch.tensor([0.01, 0.3, 1.0, 7.0, 500.0])
 
     class Inner(torch.nn.Module):

@@ -51,3 +51,20 @@ def test_mel_filterbank_slaney_properties():
     assert bool((centres[1:] >= centres[:-1]).all())  # increasing centre frequencies
     areas = fb.sum(-1) * (16000 / 1024)  # Slaney normalisation: unit area in Hz
     assert torch.allclose(areas[10:], torch.ones(30), atol=0.05)
+
+
+def test_evaluate_reconstruction_folders(tmp_path):
+    from musicdiff.data.audio_io import save_audio
+    from musicdiff.evaluation.reconstruction import evaluate_reconstruction_folders
+
+    (tmp_path / "ref" / "sub").mkdir(parents=True)
+    (tmp_path / "gen" / "sub").mkdir(parents=True)
+    for i, name in enumerate(["a", "sub/b"]):
+        x = _audio(t=8000, seed=i)[0]
+        save_audio(tmp_path / "ref" / f"{name}.wav", x, 16000)
+        save_audio(tmp_path / "gen" / f"{name}.flac", x + 0.01 * _audio(t=8000, seed=9)[0], 16000)
+    save_audio(tmp_path / "gen" / "unpaired.wav", _audio(t=8000)[0], 16000)
+    out = evaluate_reconstruction_folders(tmp_path / "gen", tmp_path / "ref", 16000)
+    assert out["recon_files"] == 2.0 and out["recon_si_sdr"] > 20 and out["recon_stft"] > 0
+    with pytest.raises(ValueError, match="counterpart"):
+        evaluate_reconstruction_folders(tmp_path / "gen" / "sub", tmp_path / "ref", 16000)

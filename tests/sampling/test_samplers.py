@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers.kdiffusion import load_k_diffusion
+
 from musicdiff.sampling import samplers, schedules
 from musicdiff.sampling.noise import BrownianTreeNoiseSampler, GaussianNoiseSampler
 from tests.sampling.stubs import GaussianDenoiser, MixtureDenoiser
 
-K = pytest.importorskip("k_diffusion")
+K = load_k_diffusion()
 
 SIGMAS = schedules.get_sigmas_polyexponential(12, 0.05, 80.0)
 PAIRS = [

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers.kdiffusion import load_k_diffusion
+
 from musicdiff.sampling import noise, schedules
 
-K = pytest.importorskip("k_diffusion")
+K = load_k_diffusion()
 
 
 @pytest.mark.parametrize("n", [1, 2, 10, 100])

@@ -18,6 +18,16 @@ from musicdiff.training.tasks.autoencoder import AutoencoderTask
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """One intra-op thread: small convs gain little from two, and spin-waiting threads make these tests
+    pathologically slow (10x+) when the CPU is shared with other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class StubCtx:
     """Stand-in for the Trainer's StepContext: backward, step, zero_grad; skip non-finite losses."""
 
@@ -143,7 +153,7 @@ def test_ema_export_and_demo():
     assert "demo/reconstruction_spectrogram" in logger.figures and "demo/si_sdr" in logger.metrics
 
 
-def test_mono_and_bad_batch():
+def test_bad_batch_raises():
     task = _task()
     with pytest.raises(ValueError, match="batch\\['audio'\\]"):
         task.training_step({"audio": torch.zeros(1, 1, 4096)}, 0, StubCtx(task.configure_optimizers()))
@@ -164,18 +174,8 @@ def _tones(n: int, t: int, sr: int = 16000, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-@pytest.fixture()
-def single_thread():
-    """One intra-op thread: small convs gain little from two, and spin-waiting threads make the test
-    pathologically slow (10x+) when the CPU is shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
-def test_tiny_autoencoder_learns_tones(single_thread):
+def test_tiny_autoencoder_learns_tones():
     """The tiny VAE, trained by the task on synthetic tones, clearly reduces its STFT distance."""
     torch.manual_seed(0)
     cfg = _cfg()

@@ -194,7 +194,12 @@ def evaluate_folders(generated_dir: str | Path, reference_dir: str | Path | None
                 raise ValueError(msg)
             log.warning("%s; skipped", msg)
             continue
-        results.update(m.evaluate(generated, reference, prompt_map))
+        try:
+            results.update(m.evaluate(generated, reference, prompt_map))
+        except ValueError as exc:  # e.g. paired KL on folders whose file names do not pair up
+            if strict:
+                raise
+            log.warning("%s; skipped", exc)
     results.update(num_generated=float(len(generated)), num_reference=float(len(reference) if reference else 0),
                    num_skipped_files=float(skipped))
     return results

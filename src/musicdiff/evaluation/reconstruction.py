@@ -12,12 +12,16 @@ All functions take ``pred`` and ``target`` as ``[B, C, T]`` and trim both to the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from musicdiff.losses.mel import MultiScaleMelLoss
+
+log = logging.getLogger(__name__)
 
 
 def _trim(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,3 +83,40 @@ class ReconstructionMetrics(nn.Module):
             "mel": float(self.mel(pred, target)),
             "si_sdr": float(si_sdr(pred, target)),
         }
+
+
+def evaluate_reconstruction_folders(generated_dir: str | Path, reference_dir: str | Path, sample_rate: int,
+                                    channels: int = 2) -> dict[str, float]:
+    """Mean reconstruction metrics over files paired by relative path (extension ignored).
+
+    Args:
+        generated_dir: reconstructions (e.g. audio decoded from its own latents).
+        reference_dir: the original audio.
+        sample_rate: both sides are loaded (and resampled) at this rate.
+        channels: both sides are converted to this many channels.
+
+    Returns:
+        ``{"recon_stft", "recon_mel", "recon_si_sdr", "recon_files"}`` (per-file means; file count).
+
+    Raises:
+        FileNotFoundError: if a folder is missing.
+        ValueError: if no file of ``generated_dir`` has a counterpart in ``reference_dir``.
+    """
+    from musicdiff.evaluation.folder_eval import list_audio_files, load_audio_file
+
+    gen_root, ref_root = Path(generated_dir), Path(reference_dir)
+    key = lambda p, root: p.relative_to(root).with_suffix("").as_posix()  # noqa: E731
+    refs = {key(p, ref_root): p for p in list_audio_files(ref_root)}
+    pairs = [(g, refs[key(g, gen_root)]) for g in list_audio_files(gen_root) if key(g, gen_root) in refs]
+    if not pairs:
+        raise ValueError(f"no file of {gen_root} has a counterpart (same relative path) in {ref_root}")
+    metrics = ReconstructionMetrics(sample_rate)
+    totals: dict[str, float] = {}
+    for g, r in pairs:
+        out = metrics(load_audio_file(g, sample_rate, channels)[None], load_audio_file(r, sample_rate, channels)[None])
+        for k, v in out.items():
+            totals[k] = totals.get(k, 0.0) + v
+    log.info("reconstruction metrics over %d paired files", len(pairs))
+    result = {f"recon_{k}": v / len(pairs) for k, v in totals.items()}
+    result["recon_files"] = float(len(pairs))
+    return result

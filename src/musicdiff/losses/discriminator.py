@@ -67,8 +67,8 @@ class DiscriminatorSTFT(nn.Module):
         b, c, t = x.shape
         if t < self.n_fft:
             raise ValueError(f"audio of {t} samples is shorter than the discriminator FFT size {self.n_fft}")
-        window = self.window.to(x.dtype)
-        z = torch.stft(x.reshape(b * c, t), self.n_fft, self.hop_length, self.win_length, window, center=False,
+        window = self.window.float()  # FFTs in float32 (cuFFT has no bf16); the convs may autocast
+        z = torch.stft(x.reshape(b * c, t).float(), self.n_fft, self.hop_length, self.win_length, window, center=False,
                        return_complex=True) / window.pow(2).sum().sqrt()
         z = z.reshape(b, c, *z.shape[-2:])
         return torch.cat([z.real, z.imag], dim=1).transpose(-1, -2)

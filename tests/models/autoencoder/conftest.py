@@ -17,6 +17,16 @@ def load_autoencoder_cfg(name: str):
     return OmegaConf.create({"autoencoder": OmegaConf.load(CONF / "autoencoder" / f"{name}.yaml")})
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Small convolutions gain nothing from a second thread, and spin-waiting intra-op threads slow
+    them down 10x+ when the CPU is shared with other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture()
 def tiny_autoencoder():
     torch.manual_seed(0)

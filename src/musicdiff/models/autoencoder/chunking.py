@@ -5,8 +5,9 @@ depends on inputs within a fixed distance ``r``. We cut the sequence into window
 latent frames that overlap by ``overlap`` frames, run the network on each window and keep only its
 centre (``overlap // 2`` frames are cropped from every interior edge, none at the true start/end).
 Whenever ``overlap // 2 >= r`` the kept samples equal the unchunked output up to float rounding:
-there is no cross-fade and so no seam. The SA2 decoder's receptive field is about 11 latent frames
-and the encoder's about 8 (see ``receptive_field``), so the default ``overlap = 32`` is exact.
+there is no cross-fade and so no seam. With SA2's kernels and strides the measured one-sided
+receptive field (``receptive_field``) is 9 latent frames for the decoder and 8 for the encoder, so
+the default ``overlap = 32`` (16 cropped per side) is exact.
 
 Memory: the network only ever sees ``chunk_size`` frames at a time, so activation memory is bounded
 by the chunk, not the song; only the output (``B·C·T`` floats) grows with length, and it can be
