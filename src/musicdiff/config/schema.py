@@ -137,6 +137,44 @@ class SweepConfig:
     eval_overrides: list = field(default_factory=list)  # overrides of the evaluate config (generate_eval)
 
 
+@dataclass
+class MemorizationConfig:
+    """Root of ``conf/memorization.yaml`` (SA2 §4.5 memorization analysis)."""
+
+    embedder: Any = MISSING
+    dataset: Any = MISSING
+    autoencoder: Any = MISSING
+    sampler: Any = MISSING
+    logger: Any = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    run_name: str = "memorization"
+    seed: int = 0  # generation seeds and the order of the filling training captions
+    checkpoint: Optional[str] = None  # model export dir to generate from
+    autoencoder_checkpoint: Optional[str] = None  # exported autoencoder dir if not in `checkpoint`
+    generated_dir: Optional[str] = None  # analyse this folder of generated audio instead of generating
+    generated_prompts: Optional[str] = None  # prompts of generated_dir files (default: its generations.jsonl)
+    ood_prompts_file: Optional[str] = None  # out-of-distribution prompts (one per line, CSV, JSON, JSONL)
+    num_in_distribution: int = 100  # in-distribution prompts: repeated items' captions, then other captions
+    max_out_of_distribution: Optional[int] = None  # cap on prompts read from ood_prompts_file
+    num_samples: int = 1  # generations per prompt
+    duration: Optional[float] = None  # seconds per generation (default: the model window)
+    window_seconds: Optional[float] = None  # model window (default: from the checkpoint's config)
+    decode_chunk_latents: Optional[int] = 128  # chunked decoding
+    batch_size: int = 8  # generations per batch
+    embed_batch_size: int = 32  # clips per embedding batch
+    k: int = 3  # closest training items kept per generation
+    top_n: int = 50  # generations in the report
+    repeat_threshold: float = 0.95  # cosine similarity at which two items count as replicas
+    repeat_k: int = 16  # neighbours examined per training item when finding repeats
+    index_backend: str = "torch"  # torch | faiss | auto
+    cache_dir: Optional[str] = "${paths.data_dir}/memorization"  # training-embedding cache (null: off)
+    embed_media: Optional[bool] = None  # report media inline (null: when small)
+    report_sample_rate: int = 24000  # audio rate in the report
+    max_report_seconds: float = 30.0  # report clips are cut to this length
+    progress: bool = True  # progress bars
+    device: str = "auto"  # generation and index device: auto | cpu | cuda
+
+
 def register_configs() -> None:
     """Register the root schemas so ``defaults: [<name>_schema, ...]`` can extend them."""
     cs = ConfigStore.instance()
@@ -145,3 +183,4 @@ def register_configs() -> None:
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="encode_schema", node=EncodeConfig)
     cs.store(name="sweep_schema", node=SweepConfig)
+    cs.store(name="memorization_schema", node=MemorizationConfig)

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from musicdiff.memorization.index import CosineIndex
 from musicdiff.memorization.repeats import RepeatGroups, find_repeats
@@ -96,30 +99,82 @@ class MemorizationResult:
     report_path: Path | None = None
 
 
-def embed_items(embedder: Any, items: Sequence[AudioItem], batch_size: int = 32, channels: int = 2) -> np.ndarray:
+def embed_items(embedder: Any, items: Sequence[AudioItem], batch_size: int = 32, channels: int = 2,
+                progress: bool = False, desc: str = "embed") -> np.ndarray:
     """Embed items in batches (loading files lazily) at the embedder's rate; ``[N, D]`` float32."""
     if not items:
         raise ValueError("embed_items: no items")
     sr = int(embedder.sample_rate)
     out = []
-    for s in range(0, len(items), batch_size):
-        audio = [it.load(sr, channels) for it in items[s:s + batch_size]]
-        out.append(np.asarray(embedder.embed_audio(audio, sr), dtype=np.float32))
+    with tqdm(total=len(items), desc=desc, unit="item", disable=not progress, dynamic_ncols=True) as bar:
+        for s in range(0, len(items), batch_size):
+            audio = [it.load(sr, channels) for it in items[s:s + batch_size]]
+            out.append(np.asarray(embedder.embed_audio(audio, sr), dtype=np.float32))
+            bar.update(len(audio))
     return np.concatenate(out)
 
 
+def embed_readable_items(embedder: Any, items: Sequence[AudioItem], batch_size: int = 32, channels: int = 2,
+                         progress: bool = False, desc: str = "embed") -> tuple[np.ndarray, list[int], Counter]:
+    """Like :func:`embed_items`, but items whose audio cannot be loaded are skipped and counted.
+
+    Returns:
+        ``(embeddings [M, D], indices of the M embedded items, {reason: skipped count})``; the
+        reasons are those of :class:`~musicdiff.data.audio_io.AudioLoadError` (``unreadable``,
+        ``empty``, ``non_finite`` ...).
+    """
+    from musicdiff.data.audio_io import AudioLoadError
+
+    sr = int(embedder.sample_rate)
+    out, kept, skipped = [], [], Counter()
+    with tqdm(total=len(items), desc=desc, unit="item", disable=not progress, dynamic_ncols=True) as bar:
+        for s in range(0, len(items), batch_size):
+            audio, idx = [], []
+            for i in range(s, min(s + batch_size, len(items))):
+                try:
+                    audio.append(items[i].load(sr, channels))
+                    idx.append(i)
+                except AudioLoadError as e:
+                    skipped[e.reason] += 1
+                    log.warning("skipping %s: %s", items[i].name, e)
+            if audio:
+                out.append(np.asarray(embedder.embed_audio(audio, sr), dtype=np.float32))
+                kept += idx
+            bar.update(min(batch_size, len(items) - s))
+    if not out:
+        raise ValueError(f"no readable audio among {len(items)} items (skipped {dict(skipped)})")
+    return np.concatenate(out), kept, skipped
+
+
 def in_distribution_prompts(training_items: Sequence[AudioItem], repeats: RepeatGroups,
-                            max_prompts: int | None = None) -> list[str]:
-    """Prompts of repeated training items (one per group, then the rest), SA2's in-distribution set."""
+                            max_prompts: int | None = None, fill: bool = False, seed: int = 0) -> list[str]:
+    """Prompts of repeated training items (one per group, then the rest), SA2's in-distribution set.
+
+    Args:
+        training_items: the training items (their ``prompt`` is the caption).
+        repeats: repeated-item groups from :func:`~musicdiff.memorization.repeats.find_repeats`.
+        max_prompts: keep at most this many (``None``: all).
+        fill: after the repeated items' prompts, add the prompts of the other training items
+            (in a ``seed``-ed random order) up to ``max_prompts``, so a training set with few
+            repeats still yields a full in-distribution set.
+        seed: order of the fill prompts.
+    """
     firsts = [g[0] for g in repeats.groups]
     rest = [i for g in repeats.groups for i in g[1:]]
+    order = firsts + rest
+    if fill:
+        others = [i for i in range(len(training_items)) if i not in repeats.group_of]
+        random.Random(seed).shuffle(others)
+        order += others
     prompts, seen = [], set()
-    for i in firsts + rest:
+    for i in order:
         p = training_items[i].prompt
         if p and p not in seen:
             seen.add(p)
             prompts.append(p)
-    return prompts[:max_prompts] if max_prompts else prompts
+            if max_prompts and len(prompts) >= max_prompts:
+                break
+    return prompts
 
 
 def generate_items(prompts: Sequence[str], split: str, generate_fn: Callable[[list[str]], Sequence[torch.Tensor]],
@@ -168,7 +223,10 @@ def run_memorization_analysis(embedder: Any, training_items: Sequence[AudioItem]
                               index_kwargs: dict[str, Any] | None = None, report: bool = True,
                               embed_media: bool | None = None, report_sample_rate: int = 24000,
                               max_report_seconds: float = 30.0, batch_size: int = 32,
-                              logger: Any = None) -> MemorizationResult:
+                              logger: Any = None, repeats: RepeatGroups | None = None,
+                              generation_embeddings: np.ndarray | None = None,
+                              embeddings_dir: str | Path | None = None, save_training_embeddings: bool = True,
+                              progress: bool = False) -> MemorizationResult:
     """Run the SA2 §4.5 analysis and write ``out_dir/index.html`` plus embeddings and a ranking.
 
     Args:
@@ -188,7 +246,13 @@ def run_memorization_analysis(embedder: Any, training_items: Sequence[AudioItem]
         report_sample_rate: rate of the audio written to the report.
         max_report_seconds: clips in the report are cut to this length.
         batch_size: items per embedding batch.
-        logger: a ``musicdiff.tracking`` ``RunLogger`` (metrics and the report as artifacts).
+        logger: a ``musicdiff.tracking`` ``RunLogger`` (metrics and ``out_dir`` as artifacts).
+        repeats: precomputed repeat groups of the training set (else found here).
+        generation_embeddings: precomputed ``[M, D]`` generation embeddings (else computed).
+        embeddings_dir: where the ``.npy`` embeddings go (default ``out_dir``; keep them out of
+            ``out_dir`` when that is logged and the training set is large).
+        save_training_embeddings: write ``train_embeddings.npy`` (off when they are cached elsewhere).
+        progress: progress bars while embedding.
 
     Returns:
         The :class:`MemorizationResult`.
@@ -197,8 +261,10 @@ def run_memorization_analysis(embedder: Any, training_items: Sequence[AudioItem]
         raise ValueError("memorization analysis needs at least one training item and one generation")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    emb_dir = Path(embeddings_dir) if embeddings_dir is not None else out
+    emb_dir.mkdir(parents=True, exist_ok=True)
     if training_embeddings is None:
-        train_emb = embed_items(embedder, training_items, batch_size)
+        train_emb = embed_items(embedder, training_items, batch_size, progress=progress, desc="embed training set")
     elif isinstance(training_embeddings, (str, Path)):
         if not Path(training_embeddings).is_file():
             raise FileNotFoundError(f"training embeddings not found: {training_embeddings}")
@@ -209,10 +275,19 @@ def run_memorization_analysis(embedder: Any, training_items: Sequence[AudioItem]
         raise ValueError(f"{len(train_emb)} training embeddings for {len(training_items)} training items")
     index = CosineIndex(**(index_kwargs or {}))
     index.add(train_emb)
-    index.save(out / "train_embeddings.npy")
-    repeats = find_repeats(index, repeat_threshold, repeat_k)
-    gen_emb = embed_items(embedder, generation_items, batch_size)
-    np.save(out / "generation_embeddings.npy", gen_emb)
+    if save_training_embeddings:
+        index.save(emb_dir / "train_embeddings.npy")
+    if repeats is None:
+        repeats = find_repeats(index, repeat_threshold, repeat_k)
+    elif repeats.num_items != len(training_items):
+        raise ValueError(f"repeats cover {repeats.num_items} items, the training set has {len(training_items)}")
+    if generation_embeddings is None:
+        gen_emb = embed_items(embedder, generation_items, batch_size, progress=progress, desc="embed generations")
+    else:
+        gen_emb = np.asarray(generation_embeddings, dtype=np.float32)
+        if len(gen_emb) != len(generation_items):
+            raise ValueError(f"{len(gen_emb)} generation embeddings for {len(generation_items)} generations")
+    np.save(emb_dir / "generation_embeddings.npy", gen_emb)
     ranking = rank_generations(index, gen_emb, generation_items, k)
     summary = summarize(ranking, repeats, repeat_threshold)
     (out / "ranking.json").write_text(json.dumps({
