@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -131,3 +132,28 @@ def test_export_and_load_exported(tmp_path):
     assert ckpt.exported_config(out).dit.width == 4
     with pytest.raises(ckpt.CheckpointError, match="not found"):
         ckpt.load_exported(out, "autoencoder", _model())
+
+
+def test_clean_staging_restores_an_interrupted_replacement(tmp_path):
+    """Leftovers of killed saves: a staging dir is deleted; the previous copy of a checkpoint that
+    was being replaced (killed between the two renames) is put back."""
+    m = _model()
+    path = ckpt.save_checkpoint(tmp_path, 2, {"m": m}, {"step": 2})
+    os.replace(path, tmp_path / ".old-step_00000002-999")  # the kill came after the first rename
+    (tmp_path / ".tmp-step_00000003" / "deepspeed").mkdir(parents=True)
+    assert ckpt.latest_checkpoint(tmp_path) is None
+    ckpt.clean_staging(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000002"]
+    assert ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path), {"m": _model(1)})["step"] == 2
+
+
+def test_staged_checkpoint_keeps_other_ranks_files(tmp_path):
+    """Files other ranks wrote into the staging dir (DeepSpeed shards) end up in the checkpoint."""
+    staging = ckpt.begin_checkpoint(tmp_path, 5)
+    assert staging == ckpt.staging_dir(tmp_path, 5)
+    (staging / "deepspeed").mkdir()
+    (staging / "deepspeed" / "zero_pp_rank_1_optim_states.pt").write_bytes(b"shard")
+    path = ckpt.save_checkpoint(tmp_path, 5, {"m": _model()}, {"step": 5}, staging=staging)
+    assert (path / "deepspeed" / "zero_pp_rank_1_optim_states.pt").read_bytes() == b"shard"
+    assert "deepspeed/zero_pp_rank_1_optim_states.pt" in json.loads((path / ckpt.META).read_text())["files"]
+    assert not staging.exists()

@@ -102,3 +102,31 @@ def test_grad_accum_matches_bigger_batch(tmp_path):
     _trainer(max_steps=5, batch_size=4, grad_accum=2, checkpoint_every=0).fit(b, ToyData(), run_dir=tmp_path / "b")
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.allclose(p, q, atol=1e-5)
+
+
+def test_stop_signal_checkpoints_then_chains_the_previous_handler(tmp_path):
+    """USR2 (submitit's time-limit warning) mid-run: checkpoint at that step, no export, then the
+    handler installed before fit (submitit's requeue) runs, after the checkpoint exists."""
+    import os
+    import signal
+
+    calls = []
+
+    def previous(signum, frame):
+        calls.append((signum, [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")]))
+
+    class Signalling(ToyTask):
+        def on_step_end(self, step):
+            if step == 5:
+                os.kill(os.getpid(), signal.SIGUSR2)
+
+    old = signal.signal(signal.SIGUSR2, previous)
+    try:
+        metrics = _trainer(checkpoint_every=0).fit(Signalling(), ToyData(), run_dir=tmp_path)
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+    assert metrics["stopped"] == 1.0 and metrics["step"] == 5
+    assert calls == [(signal.SIGUSR2, ["step_00000005"])]
+    assert not (tmp_path / "export").exists()
+    resumed = _trainer(checkpoint_every=0)
+    assert resumed.fit(ToyTask(), ToyData(), run_dir=tmp_path)["stopped"] == 0.0 and resumed.step == 60

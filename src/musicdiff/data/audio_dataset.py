@@ -36,13 +36,15 @@ _PROBE_SECONDS = 2.0  # length of each probe decoded by the construction-time ch
 _FULL_CHECK_SECONDS = 30.0  # files up to this long are decoded entirely by the check
 
 
-def item_rng(seed: int, idx: int, call: int) -> random.Random:
-    """Per-item RNG: fixed by (seed, torch's per-process seed, index, call count).
+def item_rng(seed: int, epoch: int, idx: int, occurrence: int) -> random.Random:
+    """Per-item RNG: fixed by (seed, epoch, index, how often this process drew the index this epoch).
 
-    ``torch.initial_seed()`` differs per DataLoader worker and per epoch (it is drawn from the
-    seeded global generator), so crops change between epochs yet repeat for a seeded run.
+    Nothing here depends on the process or DataLoader-worker layout, so the crops and prompts of a
+    global batch are the same for 1 or N processes and after a resume mid-epoch; the Trainer calls
+    ``set_epoch`` so crops change between epochs. Repeated draws of one index (direct indexing, or
+    a dataset smaller than the global batch) get fresh crops through ``occurrence``.
     """
-    return random.Random(f"{seed}-{torch.initial_seed()}-{idx}-{call}")
+    return random.Random(f"{seed}-{epoch}-{idx}-{occurrence}")
 
 
 class AudioFolderDataset(Dataset):
@@ -107,7 +109,7 @@ class AudioFolderDataset(Dataset):
         self.silence_threshold_db, self.max_retries = float(silence_threshold_db), int(max_retries)
         self.prompt_builder = prompt_builder if prompt_builder is not None else PromptBuilder()
         self.skipped: Counter[str] = Counter()
-        self._calls = 0
+        self.set_epoch(0)
 
         manifest_path = self._manifest_path(manifest)
         self.manifest: dict[str, dict[str, Any]] = read_manifest(manifest_path) if manifest_path else {}
@@ -173,6 +175,11 @@ class AudioFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Key the crops/prompts of the following draws on ``epoch`` (called by the Trainer)."""
+        self.epoch = int(epoch)
+        self._occurrences: Counter[int] = Counter()
+
     def relpath(self, idx: int) -> str:
         """Path of file ``idx`` relative to ``root`` (the manifest key)."""
         return normalize_relpath(self.files[idx].relative_to(self.root))
@@ -217,8 +224,8 @@ class AudioFolderDataset(Dataset):
         """A window of file ``idx``: ``audio [C, T]``, ``padding_mask [T]``, prompt, timing, path."""
         if not 0 <= idx < len(self):
             raise IndexError(f"index {idx} out of range for {len(self)} files")
-        self._calls += 1
-        rng = item_rng(self.seed, idx, self._calls)
+        self._occurrences[idx] += 1
+        rng = item_rng(self.seed, self.epoch, idx, self._occurrences[idx])
         for _ in range(self.max_retries + 1):
             try:
                 return self._load_item(idx, rng)

@@ -92,7 +92,7 @@ class LatentShardDataset(Dataset):
                     else:
                         self.skipped["missing_latents"] += 1
         self._handles: dict[str, Any] = {}
-        self._calls = 0
+        self.set_epoch(0)
         if not self.items:
             raise ValueError(f"no usable latents in {self.root}: {len(index['shards'])} shards, "
                              f"skipped {dict(self.skipped) or 'none'}")
@@ -102,6 +102,11 @@ class LatentShardDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Key the crops/prompts of the following draws on ``epoch`` (see :func:`item_rng`)."""
+        self.epoch = int(epoch)
+        self._occurrences: Counter[int] = Counter()
 
     def _slice(self, shard: str, key: str, start: int, stop: int) -> torch.Tensor:
         handle = self._handles.get(shard)
@@ -131,8 +136,8 @@ class LatentShardDataset(Dataset):
         """A latent window: ``latents [D, L]``, ``padding_mask [L]``, prompt, timing, path."""
         if not 0 <= idx < len(self):
             raise IndexError(f"index {idx} out of range for {len(self)} items")
-        self._calls += 1
-        rng = item_rng(self.seed, idx, self._calls)
+        self._occurrences[idx] += 1
+        rng = item_rng(self.seed, self.epoch, idx, self._occurrences[idx])
         for _ in range(self.max_retries + 1):
             try:
                 return self._load_item(idx, rng)

@@ -81,14 +81,19 @@ def _drum(kind: str, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def synthesize_item(index: int, sample_rate: int, seconds: float, seed: int,
-                    min_seconds: float | None = None, channels: int = 2) -> tuple[np.ndarray, dict[str, Any]]:
-    """Audio ``[T, channels]`` (float, peak 0.5) and manifest fields of item ``index``."""
+                    min_seconds: float | None = None, channels: int = 2, instruments: Sequence[str] = INSTRUMENTS,
+                    notes: Sequence[str] = NOTES, chord_prob: float = 0.3) -> tuple[np.ndarray, dict[str, Any]]:
+    """Audio ``[T, channels]`` (float, peak 0.5) and manifest fields of item ``index``.
+
+    ``instruments``, ``notes`` and ``chord_prob`` restrict the vocabulary (e.g. sine notes only for
+    a pitch-learning test); the defaults give the full dataset.
+    """
     rng = np.random.default_rng([seed, index])
-    instrument = INSTRUMENTS[rng.integers(len(INSTRUMENTS))]
+    instrument = instruments[rng.integers(len(instruments))]
     bpm = int(TEMPOS[rng.integers(len(TEMPOS))])
     pan = list(PANS)[rng.integers(len(PANS))]
-    pitch = NOTES[rng.integers(len(NOTES))]
-    chord = list(CHORDS)[rng.integers(len(CHORDS))] if rng.random() < 0.3 else None
+    pitch = notes[rng.integers(len(notes))]
+    chord = list(CHORDS)[rng.integers(len(CHORDS))] if rng.random() < chord_prob else None
     length = seconds if min_seconds is None else round(float(rng.uniform(min_seconds, seconds)), 1)
     n, beat = int(round(length * sample_rate)), 60.0 / bpm
     mono = np.zeros(n)
@@ -133,7 +138,9 @@ def synthesize_item(index: int, sample_rate: int, seconds: float, seed: int,
 
 
 def generate_synthetic_dataset(out_dir: str | Path, num_items: int, sample_rate: int, seconds: float,
-                               seed: int = 0, channels: int = 2, min_seconds: float | None = None) -> Path:
+                               seed: int = 0, channels: int = 2, min_seconds: float | None = None,
+                               instruments: Sequence[str] = INSTRUMENTS, notes: Sequence[str] = NOTES,
+                               chord_prob: float = 0.3) -> Path:
     """Write ``num_items`` WAVs (16-bit) under ``out_dir/audio`` and ``out_dir/metadata.json``.
 
     Args:
@@ -144,6 +151,9 @@ def generate_synthetic_dataset(out_dir: str | Path, num_items: int, sample_rate:
         seed: generation seed; identical arguments give byte-identical files.
         channels: channel count (stereo by default; mono sums the pan).
         min_seconds: if set, lengths are drawn uniformly in ``[min_seconds, seconds]`` (0.1 s steps).
+        instruments: instruments to draw from (subset of :data:`INSTRUMENTS`).
+        notes: root notes to draw from (natural note names such as ``"C4"``).
+        chord_prob: probability that a pitched item is a triad rather than a single note.
 
     Returns:
         The manifest path.
@@ -153,11 +163,21 @@ def generate_synthetic_dataset(out_dir: str | Path, num_items: int, sample_rate:
                          f"{sample_rate}, {seconds}, {channels}")
     if min_seconds is not None and not 0 < min_seconds <= seconds:
         raise ValueError(f"min_seconds must be in (0, seconds], got {min_seconds}")
+    unknown = sorted(set(instruments) - set(INSTRUMENTS))
+    if not instruments or unknown:
+        raise ValueError(f"instruments must be a non-empty subset of {INSTRUMENTS}, got {list(instruments)}")
+    if not notes:
+        raise ValueError("notes must not be empty")
+    for note in notes:
+        note_frequency(note)  # validates the name
+    if not 0.0 <= chord_prob <= 1.0:
+        raise ValueError(f"chord_prob must be in [0, 1], got {chord_prob}")
     out = Path(out_dir)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     entries = []
     for i in range(num_items):
-        audio, fields = synthesize_item(i, sample_rate, seconds, seed, min_seconds, channels)
+        audio, fields = synthesize_item(i, sample_rate, seconds, seed, min_seconds, channels, list(instruments),
+                                        list(notes), chord_prob)
         rel = f"audio/item_{i:05d}.wav"
         sf.write(str(out / rel), audio, sample_rate, subtype="PCM_16")
         entries.append({"path": rel, **fields})
@@ -182,20 +202,30 @@ class SyntheticDataset(AudioFolderDataset):
         random_crop: random window offsets.
         prompt_builder: prompt builder; ``None`` → captions always, from :data:`PROMPT_FIELDS`.
         window_multiple: round the window up to a multiple of this many frames.
+        instruments: instruments to draw from (default: all of :data:`INSTRUMENTS`).
+        notes: root notes to draw from (default: :data:`NOTES`).
+        chord_prob: probability of a triad instead of a single note.
     """
 
     def __init__(self, sample_rate: int, channels: int, window_seconds: float, num_items: int = 64,
                  seconds: float = 2.0, min_item_seconds: float | None = None, seed: int = 0,
                  cache_dir: str | Path = "data/synthetic", random_crop: bool = True,
-                 prompt_builder: PromptBuilder | None = None, window_multiple: int = 1) -> None:
+                 prompt_builder: PromptBuilder | None = None, window_multiple: int = 1,
+                 instruments: Sequence[str] | None = None, notes: Sequence[str] | None = None,
+                 chord_prob: float = 0.3) -> None:
+        instruments = list(instruments) if instruments else list(INSTRUMENTS)
+        notes = list(notes) if notes else list(NOTES)
         name = (f"synth_v{VERSION}_sr{sample_rate}_ch{channels}_n{num_items}_s{seconds}"
                 f"_min{min_item_seconds}_seed{seed}")
+        if instruments != list(INSTRUMENTS) or notes != list(NOTES) or chord_prob != 0.3:
+            name += f"_{'-'.join(instruments)}_{'-'.join(notes)}_chord{chord_prob}"
         root = Path(cache_dir).expanduser() / name
         if not (root / "COMPLETE").is_file():
             tmp = root.with_name(f"{name}.tmp{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
             log.info("generating %d synthetic items into %s", num_items, root)
-            generate_synthetic_dataset(tmp, num_items, sample_rate, seconds, seed, channels, min_item_seconds)
+            generate_synthetic_dataset(tmp, num_items, sample_rate, seconds, seed, channels, min_item_seconds,
+                                       instruments, notes, chord_prob)
             (tmp / "COMPLETE").write_text("ok\n")
             if root.exists() and not (root / "COMPLETE").is_file():
                 shutil.rmtree(root, ignore_errors=True)  # left over from an interrupted older layout

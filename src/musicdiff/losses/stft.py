@@ -31,14 +31,22 @@ class STFTLoss(nn.Module):
         w_log_mag: weight of the log-magnitude L1 term.
         w_lin_mag: weight of the linear-magnitude L1 term.
         eps: floor on the squared magnitude.
+        sc_floor: RMS magnitude floor of the spectral-convergence denominator,
+            ``sqrt(||Y||² + sc_floor² · n_bins)``. 0 reproduces auraloss exactly, but SC is then
+            unbounded for (near-)silent targets, e.g. the side channel of a centre-panned or
+            mono-sourced stereo file, where it reaches 10⁴ and makes training diverge; 1e-2 leaves
+            SC of ordinary audio unchanged to < 1e-5 relative.
     """
 
     def __init__(self, fft_size: int = 1024, hop_size: int = 256, win_length: int | None = None, w_sc: float = 1.0,
-                 w_log_mag: float = 1.0, w_lin_mag: float = 0.0, eps: float = 1e-8) -> None:
+                 w_log_mag: float = 1.0, w_lin_mag: float = 0.0, eps: float = 1e-8, sc_floor: float = 0.0) -> None:
         super().__init__()
         self.fft_size, self.hop_size = int(fft_size), int(hop_size)
         self.win_length = int(win_length or fft_size)
         self.w_sc, self.w_log_mag, self.w_lin_mag, self.eps = w_sc, w_log_mag, w_lin_mag, eps
+        if sc_floor < 0:
+            raise ValueError(f"sc_floor must be >= 0, got {sc_floor}")
+        self.sc_floor = float(sc_floor)
         self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
 
     def magnitude(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,7 +63,10 @@ class STFTLoss(nn.Module):
         y_mag = self.magnitude(y.reshape(-1, y.shape[-1]))
         loss = x_mag.new_zeros(())
         if self.w_sc:
-            sc = torch.linalg.norm(y_mag - x_mag, dim=(-2, -1)) / torch.linalg.norm(y_mag, dim=(-2, -1))
+            denom = torch.linalg.norm(y_mag, dim=(-2, -1))
+            if self.sc_floor:
+                denom = torch.sqrt(denom ** 2 + self.sc_floor ** 2 * y_mag[0].numel())
+            sc = torch.linalg.norm(y_mag - x_mag, dim=(-2, -1)) / denom
             loss = loss + self.w_sc * sc.mean()
         if self.w_log_mag:
             loss = loss + self.w_log_mag * (torch.log(y_mag) - torch.log(x_mag)).abs().mean()
@@ -76,12 +87,13 @@ class MultiResolutionSTFTLoss(nn.Module):
         w_sc: spectral-convergence weight.
         w_log_mag: log-magnitude weight.
         w_lin_mag: linear-magnitude weight.
+        sc_floor: spectral-convergence denominator floor (see :class:`STFTLoss`; 0 = auraloss).
     """
 
     def __init__(self, fft_sizes: Sequence[int] = SA2_FFT_SIZES, hop_sizes: Sequence[int] | None = None,
                  win_lengths: Sequence[int] | None = None, perceptual_weighting: bool = True,
                  sample_rate: int | None = None, w_sc: float = 1.0, w_log_mag: float = 1.0,
-                 w_lin_mag: float = 0.0) -> None:
+                 w_lin_mag: float = 0.0, sc_floor: float = 0.0) -> None:
         super().__init__()
         fft_sizes = [int(f) for f in fft_sizes]
         hop_sizes = [int(h) for h in hop_sizes] if hop_sizes is not None else [f // 4 for f in fft_sizes]
@@ -93,7 +105,8 @@ class MultiResolutionSTFTLoss(nn.Module):
             raise ValueError("perceptual_weighting=True needs sample_rate")
         self.prefilter = AWeighting(sample_rate) if perceptual_weighting else None
         self.stft_losses = nn.ModuleList(
-            STFTLoss(f, h, w, w_sc, w_log_mag, w_lin_mag) for f, h, w in zip(fft_sizes, hop_sizes, win_lengths))
+            STFTLoss(f, h, w, w_sc, w_log_mag, w_lin_mag, sc_floor=sc_floor)
+            for f, h, w in zip(fft_sizes, hop_sizes, win_lengths))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Loss of prediction ``x`` against target ``y``, both ``[B, C, T]``."""

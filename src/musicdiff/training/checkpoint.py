@@ -6,12 +6,14 @@ Layout of ``<run_dir>/checkpoints/step_00001000/``::
     state.pt            optimisers, schedulers, step, RNG states, data position (weights_only)
     config.yaml         the resolved config of the run
     meta.json           step, config hash, time, file sizes
+    deepspeed/          DeepSpeed runs only: the engine state with every rank's ZeRO shard
     COMPLETE            written last
 
-A checkpoint is assembled in a hidden temp directory and renamed into place, so a kill at any
+A checkpoint is assembled in a hidden staging directory and renamed into place, so a kill at any
 moment leaves either the previous checkpoint set or the new complete one, never half a
-checkpoint. Loading only accepts directories with ``COMPLETE`` and never unpickles objects
-(``torch.load(weights_only=True)``).
+checkpoint; leftovers of a killed save are cleaned by the next save or resume. Loading only
+accepts directories with ``COMPLETE`` and never unpickles objects
+(``torch.load(weights_only=True)``); the ``deepspeed/`` part is read by DeepSpeed's own loader.
 """
 
 from __future__ import annotations
@@ -105,9 +107,59 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def staging_dir(ckpt_root: str | Path, step: int) -> Path:
+    """The hidden directory checkpoint ``step`` is assembled in (the same path on every rank)."""
+    return Path(ckpt_root) / f".tmp-step_{step:08d}"
+
+
+def clean_staging(ckpt_root: str | Path) -> None:
+    """Remove what killed saves left behind (main rank, before saving or resuming).
+
+    A ``.tmp-*`` directory never got its rename and is deleted. A ``.old-step_*`` directory is the
+    previous copy of a checkpoint that was being replaced: it is put back if the kill came
+    between the two renames (no ``step_*`` of that name), else deleted.
+    """
+    root = Path(ckpt_root)
+    if not root.is_dir():
+        return
+    for p in root.glob(".old-step_*"):
+        final = root / p.name[len(".old-"):].rsplit("-", 1)[0]
+        if not final.exists() and (p / COMPLETE).is_file():
+            os.replace(p, final)
+            log.warning("restored %s from an interrupted replacement", final)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+    for p in root.glob(".tmp-step_*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def begin_checkpoint(ckpt_root: str | Path, step: int) -> Path:
+    """Clean leftovers and create an empty staging directory for ``step`` (main rank only).
+
+    Other ranks may write their own files into it (DeepSpeed ZeRO shards) before the main rank
+    calls :func:`save_checkpoint` with ``staging=``.
+    """
+    root = Path(ckpt_root)
+    root.mkdir(parents=True, exist_ok=True)
+    clean_staging(root)
+    tmp = staging_dir(root, step)
+    tmp.mkdir()
+    return tmp
+
+
+def _fsync_tree(path: Path) -> None:
+    for p in sorted(path.rglob("*"), reverse=True):
+        if p.is_file():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+        else:
+            _fsync_dir(p)
+
+
 def save_checkpoint(ckpt_root: str | Path, step: int, modules: Mapping[str, nn.Module],
                     state: Mapping[str, Any], config: DictConfig | dict | None = None,
-                    config_hash: str | None = None, keep_last: int | None = None) -> Path:
+                    config_hash: str | None = None, keep_last: int | None = None,
+                    staging: Path | None = None) -> Path:
     """Write a complete checkpoint directory atomically and rotate old ones.
 
     Args:
@@ -118,17 +170,15 @@ def save_checkpoint(ckpt_root: str | Path, step: int, modules: Mapping[str, nn.M
         config: resolved run config.
         config_hash: stored in ``meta.json``.
         keep_last: keep only this many newest complete checkpoints (None/0: keep all).
+        staging: a directory from :func:`begin_checkpoint` that already holds other ranks' files;
+            None creates one.
 
     Returns:
         The final checkpoint directory.
     """
     root = Path(ckpt_root)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
-    tmp = root / f".tmp-step_{step:08d}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = Path(staging) if staging is not None else begin_checkpoint(root, step)
     tensors: dict[str, torch.Tensor] = {}
     for name, module in modules.items():
         tensors.update(state_dict_for_save(module, prefix=f"{name}."))
@@ -138,11 +188,9 @@ def save_checkpoint(ckpt_root: str | Path, step: int, modules: Mapping[str, nn.M
         text = OmegaConf.to_yaml(config, resolve=True) if isinstance(config, DictConfig) else OmegaConf.to_yaml(OmegaConf.create(config))
         (tmp / CONFIG).write_text(text)
     meta = {"step": step, "config_hash": config_hash, "time": time.time(), "modules": list(modules),
-            "files": {p.name: p.stat().st_size for p in tmp.iterdir()}}
+            "files": {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}}
     (tmp / META).write_text(json.dumps(meta, indent=2))
-    for p in tmp.iterdir():
-        with open(p, "rb") as fh:
-            os.fsync(fh.fileno())
+    _fsync_tree(tmp)
     (tmp / COMPLETE).write_text("ok\n")
     _fsync_dir(tmp)
     if final.exists():

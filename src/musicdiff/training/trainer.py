@@ -7,6 +7,7 @@ everything around it, so the same loop trains the autoencoder (two optimisers, G
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import signal
@@ -25,107 +26,20 @@ from tqdm.auto import tqdm
 from musicdiff.data.collate import collate
 from musicdiff.tracking.base import NullLogger, RunLogger
 from musicdiff.training import checkpoint as ckpt
-from musicdiff.training.accelerator import build_accelerator
+from musicdiff.training import distributed as mp
+from musicdiff.training.accelerator import autocast, build_accelerator
 from musicdiff.training.sampler import ResumableShardedSampler
+from musicdiff.training.step_context import StepContext
 
 log = logging.getLogger("musicdiff.trainer")
+
+# Checkpoint and stop on: SLURM preemption/scancel (TERM), sbatch --signal / torchrun forwarding
+# (USR1, slurm/common.sh), submitit's time-limit warning (USR2).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive non-finite losses: training diverged."""
-
-
-class StepContext:
-    """What a task's ``training_step`` uses to update its parameters (``ctx.backward_step``)."""
-
-    def __init__(self, trainer: "Trainer", optimizers: Mapping[str, tuple[torch.optim.Optimizer, Any]]):
-        self.trainer = trainer
-        self.optimizers = optimizers
-        self.accelerator = trainer.accelerator
-        self.micro_step = 0
-        self.skipped: dict[str, int] = defaultdict(int)
-        self.stepped: dict[str, bool] = {}
-
-    @property
-    def sync(self) -> bool:
-        """True on the micro-step that ends a gradient-accumulation cycle."""
-        return (self.micro_step + 1) % self.trainer.grad_accum == 0
-
-    def _all_finite(self, loss: torch.Tensor) -> bool:
-        finite = torch.isfinite(loss.detach()).all().float().reshape(1)
-        if self.trainer.world_size > 1:
-            finite = finite.to(self.accelerator.device)
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        return bool(finite.item() > 0)
-
-    def backward_step(self, name: str, loss: torch.Tensor) -> bool:
-        """Backward ``loss`` and, at the end of an accumulation cycle, clip and step optimiser ``name``.
-
-        Returns:
-            False if the loss was not finite on any rank: nothing is applied, the gradients of this
-            optimiser are cleared and the skip is counted and logged.
-        """
-        opt, sched = self.optimizers[name]
-        tr = self.trainer
-        if not self._all_finite(loss):
-            self.skipped[name] += 1
-            log.warning("non-finite %s loss at step %d: step skipped", name, tr.step)
-            opt.zero_grad(set_to_none=True)
-            self.stepped[name] = False
-            return False
-        if tr.deepspeed:
-            self.accelerator.backward(loss)
-            opt.step()
-            if sched is not None:
-                sched.step()
-            opt.zero_grad()
-            self.stepped[name] = True
-            return True
-        scaled = loss / tr.grad_accum
-        if tr.scaler is not None:
-            tr.scaler.scale(scaled).backward()
-        else:
-            scaled.backward()
-        if not self.sync:
-            self.stepped[name] = False
-            return True
-        params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
-        if tr.world_size > 1:
-            _all_reduce_mean([p.grad for p in params], tr.world_size)
-        if tr.scaler is not None:
-            tr.scaler.unscale_(opt)
-        if tr.grad_clip and params:
-            norm = torch.nn.utils.clip_grad_norm_(params, tr.grad_clip)
-            tr.step_metrics[f"grad_norm/{name}"] = float(norm)
-        if tr.scaler is not None:
-            tr.scaler.step(opt)
-            tr.scaler.update()
-        else:
-            opt.step()
-        if sched is not None:
-            sched.step()
-        opt.zero_grad(set_to_none=True)
-        self.stepped[name] = True
-        return True
-
-
-def _all_reduce_mean(grads: list[torch.Tensor], world_size: int, bucket_numel: int = 2**24) -> None:
-    """Average gradients across ranks in flat buckets (one collective per ~64 MB)."""
-    bucket: list[torch.Tensor] = []
-    size = 0
-    for g in grads + [None]:  # type: ignore[list-item]
-        if g is not None:
-            bucket.append(g)
-            size += g.numel()
-        if bucket and (g is None or size >= bucket_numel):
-            flat = torch.cat([b.reshape(-1) for b in bucket])
-            dist.all_reduce(flat)
-            flat /= world_size
-            offset = 0
-            for b in bucket:
-                b.copy_(flat[offset: offset + b.numel()].view_as(b))
-                offset += b.numel()
-            bucket, size = [], 0
 
 
 class Trainer:
@@ -148,30 +62,40 @@ class Trainer:
         deepspeed: DeepSpeed settings (see ``conf/trainer/deepspeed_*.yaml``) or None.
         progress: show a progress bar.
         export_dir_name: sub-directory of the run dir that receives the inference export.
+        step_seeding: seed torch before every micro-batch from (seed, step, micro-batch slot)
+            (:mod:`musicdiff.training.distributed`): the noise no longer depends on the number of
+            processes, and a resumed run draws exactly what the uninterrupted run would have.
+        metrics_file: JSON-lines file in the run dir receiving every metric log (None: off).
     """
 
     def __init__(self, max_steps: int = 1000, batch_size: int = 4, grad_accum: int = 1,
                  mixed_precision: str = "no", grad_clip: float = 1.0, num_workers: int = 0,
                  log_every: int = 10, demo_every: int = 0, checkpoint_every: int = 0, keep_last: int = 3,
                  resume: str = "auto", max_consecutive_skips: int = 20, cpu: bool = False,
-                 deepspeed: dict | None = None, progress: bool = True, export_dir_name: str = "export") -> None:
+                 deepspeed: dict | None = None, progress: bool = True, export_dir_name: str = "export",
+                 step_seeding: bool = True, metrics_file: str | None = "metrics.jsonl") -> None:
         if mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"trainer.mixed_precision must be no|bf16|fp16, got {mixed_precision!r}")
+        if grad_accum < 1 or batch_size < 1:
+            raise ValueError(f"trainer.batch_size and trainer.grad_accum must be >= 1, got {batch_size}, {grad_accum}")
         self.max_steps, self.batch_size, self.grad_accum = max_steps, batch_size, grad_accum
         self.mixed_precision, self.grad_clip, self.num_workers = mixed_precision, grad_clip, num_workers
         self.log_every, self.demo_every = log_every, demo_every
         self.checkpoint_every, self.keep_last, self.resume = checkpoint_every, keep_last, resume
         self.max_consecutive_skips, self.cpu, self.progress = max_consecutive_skips, cpu, progress
         self.deepspeed_cfg = dict(deepspeed) if deepspeed else None
-        self.export_dir_name = export_dir_name
+        self.export_dir_name, self.step_seeding, self.metrics_file = export_dir_name, step_seeding, metrics_file
         self.step = 0
         self.step_metrics: dict[str, float] = {}
-        self._stop_requested = False
+        self._stop_requested = False  # set by a signal on this rank
+        self._stop = False  # agreed by all ranks at a step boundary
+        self._signal: int | None = None
+        self._saved_step = -1
 
     # ------------------------------------------------------------------ set-up
     def _request_stop(self, signum, frame) -> None:  # noqa: ARG002
         log.warning("signal %d: saving a checkpoint and stopping at the next step", signum)
-        self._stop_requested = True
+        self._stop_requested, self._signal = True, signum
 
     def _setup(self, task: nn.Module) -> dict[str, tuple[torch.optim.Optimizer, Any]]:
         self.accelerator = build_accelerator(self.mixed_precision, self.grad_accum, self.cpu, self.deepspeed_cfg,
@@ -188,8 +112,13 @@ class Trainer:
                 raise ValueError("DeepSpeed trainers support single-optimiser tasks (the diffusion task); "
                                  f"this task has {sorted(optimizers)}")
             (name, (opt, sched)), = optimizers.items()
-            engine, opt, sched = self.accelerator.prepare(task, opt, sched)
-            self.engine = engine
+            # The lr schedule stays outside the engine (stepped once per optimiser step by StepContext);
+            # it follows the optimiser DeepSpeed really steps (a DeepSpeedCPUAdam with offload).
+            self.engine, opt = self.accelerator.prepare(task, opt)
+            inner = getattr(opt, "optimizer", opt)
+            if sched is not None:
+                sched.optimizer = getattr(inner, "optimizer", inner)
+            self.zero_stage = mp.zero_stage(self.engine)
             optimizers = {name: (opt, sched)}
         elif self.mixed_precision == "fp16":
             self.scaler = torch.amp.GradScaler(self.accelerator.device.type)
@@ -206,46 +135,90 @@ class Trainer:
     def _state(self, optimizers, epoch: int, batch_in_epoch: int) -> dict[str, Any]:
         return {
             "step": self.step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-            "optimizers": {n: o.state_dict() for n, (o, _) in optimizers.items()},
+            # DeepSpeed optimisers are sharded and saved by the engine (checkpoint's deepspeed/)
+            "optimizers": {} if self.deepspeed else {n: o.state_dict() for n, (o, _) in optimizers.items()},
             "schedulers": {n: s.state_dict() for n, (_, s) in optimizers.items() if s is not None},
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": ckpt.rng_state(), "world_size": self.world_size,
+            "global_batch": self.batch_size * self.grad_accum * self.world_size,
         }
 
+    @staticmethod
+    def _modules(task: nn.Module) -> dict[str, nn.Module]:
+        return task.checkpoint_modules() if hasattr(task, "checkpoint_modules") else {"task": task}
+
     def _save(self, task, optimizers, epoch, batch_in_epoch, run_dir: Path, config, config_hash) -> None:
+        """Checkpoint on all ranks: staging dir, DeepSpeed shards (every rank), then the main rank's files."""
+        if self.step == self._saved_step:
+            return
+        root = run_dir / "checkpoints"
         state = self._state(optimizers, epoch, batch_in_epoch)
+        staging = ckpt.staging_dir(root, self.step)
         if self.is_main:
-            ckpt.save_checkpoint(run_dir / "checkpoints", self.step, task.checkpoint_modules()
-                                 if hasattr(task, "checkpoint_modules") else {"task": task},
-                                 state, config, config_hash, self.keep_last)
+            ckpt.begin_checkpoint(root, self.step)
         self.accelerator.wait_for_everyone()
+        modules: dict[str, Any] = self._modules(task)
+        if self.deepspeed:
+            mp.save_engine(self.engine, staging)
+            if self.zero_stage == 3:
+                modules = mp.full_state(self.engine, task, modules)
+            self.accelerator.wait_for_everyone()
+        if self.is_main:
+            ckpt.save_checkpoint(root, self.step, modules, state, config, config_hash, self.keep_last, staging=staging)
+        self.accelerator.wait_for_everyone()
+        self._saved_step = self.step
 
     def _resume(self, task, optimizers, run_dir: Path) -> tuple[int, int]:
         if self.resume == "never":
             return 0, 0
-        path = ckpt.latest_checkpoint(run_dir / "checkpoints") if self.resume == "auto" else Path(self.resume)
+        root = run_dir / "checkpoints"
+        if self.resume == "auto":
+            if self.is_main:
+                ckpt.clean_staging(root)
+            path = mp.from_rank0(ckpt.latest_checkpoint(root), self.world_size)
+        else:
+            path = Path(self.resume)
         if path is None:
             return 0, 0
-        modules = task.checkpoint_modules() if hasattr(task, "checkpoint_modules") else {"task": task}
-        state = ckpt.load_checkpoint(path, modules)
-        for n, (o, s) in optimizers.items():
-            o.load_state_dict(state["optimizers"][n])
+        modules = self._modules(task)
+        if self.deepspeed:
+            mp.load_engine(self.engine, path)  # the whole model + every rank's ZeRO shard
+            state = ckpt.load_checkpoint(path, None if self.zero_stage == 3 else modules)
+        else:
+            state = ckpt.load_checkpoint(path, modules)
+            for n, (o, _) in optimizers.items():
+                o.load_state_dict(state["optimizers"][n])
+        for n, (_, s) in optimizers.items():
             if s is not None and n in state.get("schedulers", {}):
                 s.load_state_dict(state["schedulers"][n])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
-        self.step = int(state["step"])
+        self.step = self._saved_step = int(state["step"])
+        global_batch = self.batch_size * self.grad_accum * self.world_size
+        if state.get("global_batch", global_batch) != global_batch:
+            log.warning("global batch changed from %s to %d: the data position (epoch %s, batch %s) is kept "
+                        "in global batches, so some items are repeated or skipped this epoch",
+                        state["global_batch"], global_batch, state["epoch"], state["batch_in_epoch"])
         log.info("resumed from %s at step %d", path, self.step)
         return int(state["epoch"]), int(state["batch_in_epoch"])
 
     # ------------------------------------------------------------------ loop
     def fit(self, task: nn.Module, dataset: Dataset, logger: RunLogger | None = None, run_dir: str | Path = ".",
             config: DictConfig | dict | None = None, config_hash: str | None = None, seed: int = 0) -> dict[str, float]:
-        """Train ``task`` on ``dataset`` until ``max_steps``; returns the final averaged metrics."""
-        run_dir = Path(run_dir)
+        """Train ``task`` on ``dataset`` until ``max_steps``; returns the final averaged metrics.
+
+        ``final["stopped"]`` is 1 when a SIGTERM/SIGUSR1/SIGUSR2 stopped the run early (after a
+        checkpoint); a Python handler installed for that signal before (submitit's requeue on USR2)
+        is then called.
+        """
         logger = logger or NullLogger()
         optimizers = self._setup(task)
+        rank0_dir = Path(mp.from_rank0(str(run_dir), self.world_size))
+        if rank0_dir != Path(run_dir):
+            log.warning("rank %d: run dir %s differs from rank 0's %s (pass hydra.run.dir=... to multi-process "
+                        "runs); using rank 0's", self.rank, run_dir, rank0_dir)
+        run_dir = rank0_dir
         if not self.is_main:
             logger = NullLogger()
         epoch, batch_in_epoch = self._resume(task, optimizers, run_dir)
@@ -254,23 +227,32 @@ class Trainer:
         skipped_data = getattr(dataset, "skipped", None)
         if skipped_data:
             logger.log_metrics({f"data/skipped_{k}": v for k, v in skipped_data.items()}, self.step)
-        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+        previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
         for s in previous:
             signal.signal(s, self._request_stop)
         ctx = StepContext(self, optimizers)
         window: dict[str, list[float]] = defaultdict(list)
+        micro: dict[str, list[float]] = defaultdict(list)
         final: dict[str, float] = {}
         consecutive_skips, t0 = 0, time.time()
         bar = tqdm(total=self.max_steps, initial=self.step, disable=not (self.progress and self.is_main),
                    desc="train", dynamic_ncols=True)
         try:
-            while self.step < self.max_steps and not self._stop_requested:
+            while self.step < self.max_steps and not self._stop:
                 sampler.set_position(epoch, batch_in_epoch)
+                if hasattr(dataset, "set_epoch"):
+                    dataset.set_epoch(epoch)
                 for batch in self._loader(dataset, sampler):
                     self.step_metrics = {}
                     task.train()
-                    with self.accelerator.autocast():
+                    if self.step_seeding:
+                        slot = self.rank * self.grad_accum + ctx.micro_step % self.grad_accum
+                        torch.manual_seed(mp.micro_batch_seed(seed, self.step, slot))
+                    with autocast(self.accelerator, self.mixed_precision, self.deepspeed):
                         metrics = task.training_step(_to_device(batch, self.accelerator.device), self.step, ctx)
+                    for k, v in metrics.items():
+                        if v is not None:
+                            micro[k].append(float(v))
                     boundary = ctx.sync
                     ctx.micro_step += 1
                     if not boundary:
@@ -287,9 +269,13 @@ class Trainer:
                     self.step += 1
                     if hasattr(task, "on_step_end"):
                         task.on_step_end(self.step)
-                    for k, v in {**metrics, **self.step_metrics}.items():
-                        if v is not None and math.isfinite(float(v)):
-                            window[k].append(float(v))
+                    values = {**{k: sum(v) / len(v) for k, v in micro.items()}, **self.step_metrics}
+                    micro.clear()
+                    values, self._stop = mp.rank_mean(values, self._stop_requested, self.world_size,
+                                                      self.accelerator.device)
+                    for k, v in values.items():
+                        if math.isfinite(v):
+                            window[k].append(v)
                     bar.update(1)
                     if self.step % self.log_every == 0 or self.step == self.max_steps:
                         final = {k: sum(v) / len(v) for k, v in window.items() if v}
@@ -297,36 +283,60 @@ class Trainer:
                         final["steps_per_s"] = self.log_every / max(time.time() - t0, 1e-9)
                         final["skipped_nonfinite"] = float(sum(ctx.skipped.values()))
                         logger.log_metrics({f"train/{k}": v for k, v in final.items()}, self.step)
+                        self._write_metrics(run_dir, final)
                         bar.set_postfix({k: f"{v:.4g}" for k, v in final.items() if k in ("loss", "lr")})
                         window.clear()
                         t0 = time.time()
-                    if self.demo_every and self.step % self.demo_every == 0 and self.is_main:
+                    if self.demo_every and self.step % self.demo_every == 0:
                         self._demo(task, logger)
                     if self.checkpoint_every and self.step % self.checkpoint_every == 0:
                         self._save(task, optimizers, epoch, batch_in_epoch, run_dir, config, config_hash)
-                    if self.step >= self.max_steps or self._stop_requested:
+                    if self.step >= self.max_steps or self._stop:
                         break
                 else:
                     epoch, batch_in_epoch = epoch + 1, 0
             if window:
                 final.update({k: sum(v) / len(v) for k, v in window.items() if v})
             self._save(task, optimizers, epoch, batch_in_epoch, run_dir, config, config_hash)
-            if self.is_main and not self._stop_requested:
-                if not (self.demo_every and self.step % self.demo_every == 0):
-                    self._demo(task, logger)
-                if hasattr(task, "export"):
-                    out = ckpt.export_modules(run_dir / self.export_dir_name, task.export(), config, config_hash)
-                    log.info("exported inference weights to %s", out)
+            if not self._stop:
+                self._finish(task, logger, run_dir, config, config_hash)
         finally:
             bar.close()
             for s, h in previous.items():
                 signal.signal(s, h)
         final["step"] = float(self.step)
         final["skipped_nonfinite"] = float(sum(ctx.skipped.values()))
+        final["stopped"] = float(self._stop)
+        if self._stop:
+            log.warning("stopped at step %d by a signal; resume with trainer.resume=auto", self.step)
+            handler = previous.get(self._signal) if self._signal is not None else None
+            if callable(handler):
+                handler(self._signal, None)
         return final
 
+    def _finish(self, task: nn.Module, logger: RunLogger, run_dir: Path, config, config_hash) -> None:
+        """Final demo and the inference export (ZeRO-3 weights are gathered on every rank first)."""
+        if not (self.demo_every and self.step % self.demo_every == 0):
+            self._demo(task, logger)
+        if not hasattr(task, "export"):
+            return
+        modules: dict[str, Any] = task.export()
+        if self.deepspeed and self.zero_stage == 3:
+            modules = mp.full_state(self.engine, task, modules)
+        if self.is_main:
+            out = ckpt.export_modules(run_dir / self.export_dir_name, modules, config, config_hash)
+            log.info("exported inference weights to %s", out)
+        self.accelerator.wait_for_everyone()
+
+    def _write_metrics(self, run_dir: Path, metrics: Mapping[str, float]) -> None:
+        if self.is_main and self.metrics_file:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with open(run_dir / self.metrics_file, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"step": self.step, **metrics}) + "\n")
+
     def _demo(self, task: nn.Module, logger: RunLogger) -> None:
-        if not hasattr(task, "demo"):
+        """Demo on the main rank (on every rank under ZeRO-3, whose forward gathers weights collectively)."""
+        if not hasattr(task, "demo") or not (self.is_main or (self.deepspeed and self.zero_stage == 3)):
             return
         task.eval()
         with torch.no_grad():

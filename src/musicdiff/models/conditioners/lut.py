@@ -65,5 +65,6 @@ class LUTConditioner(Conditioner):
         mask = ids != 0
         emb = self.token_embedder(ids)
         if self.pos_emb is not None:
-            emb = emb + self.pos_emb.weight[None]
+            # called as a module (not .weight) so DeepSpeed ZeRO-3 gathers the partitioned table
+            emb = emb + self.pos_emb(torch.arange(self.max_tokens, device=ids.device))[None]
         return emb * mask[..., None].to(emb.dtype), mask

@@ -77,7 +77,7 @@ class AutoencoderTask(nn.Module):
         self.autoencoder = autoencoder
         self.discriminator = discriminator
         self.stft_loss = stft_loss if stft_loss is not None else MultiResolutionSTFTLoss(
-            sample_rate=autoencoder.sample_rate)
+            sample_rate=autoencoder.sample_rate, sc_floor=1e-2)
         self.optimizer_generator, self.optimizer_discriminator = optimizer_generator, optimizer_discriminator
         self.scheduler_generator, self.scheduler_discriminator = scheduler_generator, scheduler_discriminator
         self.mrstft_weight, self.lr_stft_weight = mrstft_weight, lr_stft_weight

@@ -240,7 +240,28 @@ class DiffusionTask(nn.Module):
     @torch.no_grad()
     def on_step_end(self, step: int) -> None:
         """Update the EMA of the DiT weights."""
-        self.ema.update_parameters(self.dit)
+        if hasattr(next(self.dit.parameters()), "ds_tensor"):
+            self._update_ema_partitions()
+        else:
+            self.ema.update_parameters(self.dit)
+
+    @torch.no_grad()
+    def _update_ema_partitions(self) -> None:
+        """The EMA update under DeepSpeed ZeRO-3, where ``p.data`` is empty outside a forward.
+
+        Each rank holds one partition (``p.ds_tensor``) of every weight, laid out alike for the
+        DiT and its EMA copy, so averaging the local partitions (and the unpartitioned buffers)
+        is exactly ``AveragedModel.update_parameters``.
+        """
+        pairs = [(e.ds_tensor, p.ds_tensor) for e, p in zip(self.ema.module.parameters(), self.dit.parameters())]
+        pairs += [(e, b) for e, b in zip(self.ema.module.buffers(), self.dit.buffers()) if e.is_floating_point()]
+        ema = [e for e, _ in pairs]
+        cur = [p.to(e.dtype) for e, p in pairs]
+        if int(self.ema.n_averaged) == 0:
+            torch._foreach_copy_(ema, cur)
+        else:
+            self.ema.multi_avg_fn(ema, cur, self.ema.n_averaged)
+        self.ema.n_averaged += 1
 
     # ------------------------------------------------------------------ demos
     @torch.no_grad()
