@@ -37,9 +37,13 @@ def wn_conv_transpose1d(*args, **kwargs) -> nn.Module:
     return weight_norm(nn.ConvTranspose1d(*args, **kwargs))
 
 
-def activation(channels: int, use_snake: bool) -> nn.Module:
-    """SnakeBeta (SA2) or ELU (the original Oobleck default)."""
-    return SnakeBeta(channels) if use_snake else nn.ELU()
+def activation(channels: int, use_snake: bool, inplace: bool = False) -> nn.Module:
+    """SnakeBeta (SA2) or ELU (the original Oobleck default).
+
+    ``inplace`` (SnakeBeta, inference only) is for inputs produced inside the same block, which
+    nothing else reads: the activation then overwrites them instead of allocating its output.
+    """
+    return SnakeBeta(channels, inplace=inplace) if use_snake else nn.ELU()
 
 
 class ResidualUnit(nn.Module):
@@ -60,14 +64,17 @@ class ResidualUnit(nn.Module):
         self.layers = nn.Sequential(
             activation(channels, use_snake),
             wn_conv1d(channels, channels, kernel_size=7, dilation=dilation, padding=padding),
-            activation(channels, use_snake),
+            activation(channels, use_snake, inplace=True),  # acts on the conv output above
             wn_conv1d(channels, channels, kernel_size=1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.checkpointing and self.training and torch.is_grad_enabled():
             return x + checkpoint(self.layers, x, use_reentrant=False)
-        return x + self.layers(x)
+        branch = self.layers(x)
+        if not torch.is_grad_enabled() and branch.dtype == torch.promote_types(x.dtype, branch.dtype):
+            return branch.add_(x)  # inference: the same sum, written into the fresh branch output
+        return x + branch
 
 
 class EncoderBlock(nn.Module):
@@ -86,7 +93,7 @@ class EncoderBlock(nn.Module):
         super().__init__()
         self.layers = nn.Sequential(
             *[ResidualUnit(in_channels, d, use_snake, checkpointing) for d in DILATIONS],
-            activation(in_channels, use_snake),
+            activation(in_channels, use_snake, inplace=True),  # acts on the residual unit's output
             wn_conv1d(in_channels, out_channels, kernel_size=2 * stride, stride=stride,
                       padding=math.ceil(stride / 2)),
         )
@@ -98,21 +105,33 @@ class EncoderBlock(nn.Module):
 class DecoderBlock(nn.Module):
     """Activation, transposed conv (kernel ``2·stride``), three residual units (dilations 1/3/9).
 
+    Without autograd the first activation runs in place, i.e. the block consumes its input.
+
     Args:
         in_channels: channels of the input.
         out_channels: channels after the upsampling conv.
         stride: upsampling factor (even).
         use_snake: SnakeBeta instead of ELU.
         checkpointing: gradient checkpointing of the residual units.
+        use_nearest_upsample: nearest-neighbour ×stride then a bias-free stride-1 conv (kernel
+            ``2·stride``, "same" padding) instead of the transposed conv (stable-audio-tools layout).
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, use_snake: bool = True,
-                 checkpointing: bool = False) -> None:
+                 checkpointing: bool = False, use_nearest_upsample: bool = False) -> None:
         super().__init__()
+        if use_nearest_upsample:
+            upsample: nn.Module = nn.Sequential(
+                nn.Upsample(scale_factor=stride, mode="nearest"),
+                wn_conv1d(in_channels, out_channels, kernel_size=2 * stride, stride=1, bias=False, padding="same"))
+        else:
+            upsample = wn_conv_transpose1d(in_channels, out_channels, kernel_size=2 * stride, stride=stride,
+                                           padding=math.ceil(stride / 2))
         self.layers = nn.Sequential(
-            activation(in_channels, use_snake),
-            wn_conv_transpose1d(in_channels, out_channels, kernel_size=2 * stride, stride=stride,
-                                padding=math.ceil(stride / 2)),
+            # Inference overwrites the block input: inside OobleckDecoder it is always a fresh
+            # intermediate (the first conv's or the previous block's output).
+            activation(in_channels, use_snake, inplace=True),
+            upsample,
             *[ResidualUnit(out_channels, d, use_snake, checkpointing) for d in DILATIONS],
         )
 
