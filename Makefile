@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	DS_BUILD_OPS=0 $(BIN)/pip install -q --no-build-isolation "deepspeed>=0.15"
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/pip install -q --no-deps "k-diffusion==0.1.1.post1"
+	$(BIN)/pip install -q --no-deps "stable-audio-tools==0.0.19"
 	touch $(STAMP)
 
 # Headless Chromium for the HTML-report test (skipped with a reason when it cannot be installed).

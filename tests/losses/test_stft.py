@@ -14,7 +14,10 @@ import torch
 from musicdiff.losses.perceptual import AWeighting, a_weighting_fir
 from musicdiff.losses.stft import MultiResolutionSTFTLoss, STFTLoss, SumAndDifferenceSTFTLoss
 
-SAT_AURALOSS = Path("/tmp/sat/stable_audio_tools/training/losses/auraloss.py")
+# stable-audio-tools' copy of auraloss, read as a file (its package __init__ needs extras); make setup installs it
+_SAT = importlib.util.find_spec("stable_audio_tools")
+SAT_AURALOSS = (Path(_SAT.submodule_search_locations[0]) / "training" / "losses" / "auraloss.py" if _SAT
+                else Path("/nonexistent"))
 FFTS = [2048, 1024, 512, 256, 128, 64, 32]
 
 

@@ -72,8 +72,9 @@ class ResidualUnit(nn.Module):
         if self.checkpointing and self.training and torch.is_grad_enabled():
             return x + checkpoint(self.layers, x, use_reentrant=False)
         branch = self.layers(x)
-        if not torch.is_grad_enabled() and branch.dtype == torch.promote_types(x.dtype, branch.dtype):
-            return branch.add_(x)  # inference: the same sum, written into the fresh branch output
+        if (not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+                and branch.dtype == torch.promote_types(x.dtype, branch.dtype)):
+            return branch.add_(x)  # eager inference: the same sum, written into the fresh branch output
         return x + branch
 
 

@@ -67,7 +67,7 @@ class Attention(nn.Module):
         x: torch.Tensor,
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
-        rotary_freqs: torch.Tensor | None = None,
+        rotary_freqs: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Attend.
 
@@ -75,7 +75,8 @@ class Attention(nn.Module):
             x: ``[B, N, dim]`` sequence.
             context: ``[B, M, dim_context]`` tokens (cross-attention only).
             context_mask: bool ``[B, M]``, True where a context token may be attended to.
-            rotary_freqs: ``[N, R]`` rotary angles for queries/keys (self-attention only).
+            rotary_freqs: ``[N, R]`` rotary angles for queries/keys, or their ``(cos, sin)``
+                (self-attention only).
 
         Returns:
             ``[B, N, dim]``.

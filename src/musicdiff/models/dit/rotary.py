@@ -44,20 +44,29 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def apply_rotary(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """Rotate the first ``freqs.shape[-1]`` channels of ``x`` (RoFormer eq. 34).
+def rotary_cos_sin(freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(cos, sin)`` of the angles in float32, computed once and shared by every layer's q and k."""
+    freqs = freqs.to(torch.float32)
+    return freqs.cos(), freqs.sin()
+
+
+def apply_rotary(x: torch.Tensor, freqs: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate the first ``R`` channels of ``x`` (RoFormer eq. 34).
 
     Args:
         x: ``[B, H, N, Dh]`` queries or keys.
-        freqs: ``[N, R]`` angles from :class:`RotaryEmbedding` with ``R <= Dh``.
+        freqs: ``[N, R]`` angles from :class:`RotaryEmbedding` with ``R <= Dh``, or their
+            ``(cos, sin)`` from :func:`rotary_cos_sin` (same result, no trigonometry per call).
 
     Returns:
         ``x`` with its first ``R`` channels rotated, computed in float32 and cast back.
     """
-    rot = freqs.shape[-1]
+    cos, sin = freqs if isinstance(freqs, tuple) else rotary_cos_sin(freqs)
+    rot = cos.shape[-1]
     if rot > x.shape[-1]:
         raise ValueError(f"rotary dim {rot} exceeds head dim {x.shape[-1]}")
-    freqs = freqs[-x.shape[-2]:].to(torch.float32)
+    n = x.shape[-2]
+    cos, sin = cos[-n:].to(torch.float32), sin[-n:].to(torch.float32)
     x_rot, x_pass = x[..., :rot].float(), x[..., rot:]
-    x_rot = x_rot * freqs.cos() + rotate_half(x_rot) * freqs.sin()
+    x_rot = x_rot * cos + rotate_half(x_rot) * sin
     return torch.cat((x_rot.to(x.dtype), x_pass), dim=-1)

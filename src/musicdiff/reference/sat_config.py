@@ -1,0 +1,357 @@
+"""Map a stable-audio-tools ``model_config.json`` to musicdiff's config groups, and back.
+
+A Stable Audio Open 1.0 release holds ``model.safetensors`` (or ``model.ckpt``) and a
+``model_config.json`` in stable-audio-tools' (SAT) format: ``model.pretransform`` (the Oobleck
+VAE), ``model.conditioning`` (T5 prompt + two number conditioners) and ``model.diffusion``
+(the DiT plus the routing of conditioners to cross-attention / global conditioning).
+:func:`sat_to_musicdiff` turns it into the ``autoencoder``, ``dit`` and ``conditioner`` groups
+that ``hydra.utils.instantiate`` builds (the same nodes as ``conf/autoencoder/oobleck_sa2.yaml``,
+``conf/dit/sa2.yaml`` and ``conf/conditioner/t5_timing.yaml``), and :func:`musicdiff_to_sat`
+goes back. Only what musicdiff implements is accepted: a setting with no counterpart (patching,
+adaLN, input-concat conditioning, CLAP checkpoints of laion_clap ...) raises
+:class:`UnsupportedSATConfig` instead of silently building a different network.
+
+Defaults follow SAT's constructors (e.g. ``OobleckDecoder.final_tanh = True``, DiT
+``embed_dim = 768``), and the rotary width is SAT's ``max(head_dim // 2, 32)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Mapping
+
+T5_ENV = "MUSICDIFF_T5_PATH"
+# SAT's T5 names that moved on the Hugging Face hub (musicdiff only reads local copies/cache).
+_HUB_T5 = {"t5-small", "t5-base", "t5-large", "t5-3b", "t5-11b"}
+_SAT_T5_NAMES = sorted(_HUB_T5) + [f"google/{n}" for n in (
+    "flan-t5-small", "flan-t5-base", "flan-t5-large", "flan-t5-3b", "flan-t5-11b", "flan-t5-xl", "flan-t5-xxl")]
+_TIMESTEP_FEATURES = 256  # SAT's DiffusionTransformer hard-codes 256 Fourier features
+_NUMBER_FOURIER = 256  # SAT's NumberEmbedder default
+
+
+_ANY = object()  # "any value" in the allowed-keys tables below
+
+
+class UnsupportedSATConfig(ValueError):
+    """The SAT config uses a feature musicdiff does not implement."""
+
+
+def window_seconds(sample_size: int, ratio: int, sample_rate: int) -> float:
+    """``sample_size / sample_rate`` nudged down by a few ulps so that the ``ceil(s · rate / ratio)``
+    of ``musicdiff-generate`` gives exactly ``ceil(sample_size / ratio)`` latents again."""
+    latents = -(-int(sample_size) // int(ratio))
+    seconds = latents * ratio / sample_rate
+    while math.ceil(seconds * sample_rate / ratio) > latents:
+        seconds = math.nextafter(seconds, 0.0)
+    return seconds
+
+
+def _check_allowed(section: str, cfg: Mapping[str, Any], allowed: Mapping[str, Any]) -> None:
+    """Raise unless every key of ``cfg`` is known and equals the SAT default where it must."""
+    for key, value in cfg.items():
+        if key not in allowed:
+            raise UnsupportedSATConfig(f"{section}.{key}={value!r} has no musicdiff counterpart")
+        required = allowed[key]
+        if required is not _ANY and value != required:
+            raise UnsupportedSATConfig(f"{section}.{key}={value!r} is not supported (musicdiff implements "
+                                       f"{required!r})")
+
+
+
+def t5_model_name(sat_name: str, t5_path: str | None = None) -> str:
+    """The ``model_name`` of musicdiff's T5Conditioner for SAT's ``t5_model_name``.
+
+    Args:
+        sat_name: SAT's name (``t5-base``, ``google/flan-t5-large`` ...).
+        t5_path: a local directory to use instead (written into the config as is).
+
+    Returns:
+        ``t5_path`` if given, else ``${oc.env:MUSICDIFF_T5_PATH,<hub id>}`` (escaped so that it
+        survives a resolving save and is resolved when the model is built): the encoder is read
+        from that environment variable or, failing that, from the local Hugging Face cache.
+    """
+    if t5_path:
+        return str(t5_path)
+    hub_id = f"google-t5/{sat_name}" if sat_name in _HUB_T5 else sat_name
+    return "\\${oc.env:" + T5_ENV + "," + hub_id + "}"
+
+
+def _oobleck(section: str, cfg: Mapping[str, Any], encoder: bool) -> dict[str, Any]:
+    allowed = {"channels": _ANY, "latent_dim": _ANY, "c_mults": _ANY, "strides": _ANY, "use_snake": _ANY,
+               "antialias_activation": False}
+    allowed.update({"in_channels": _ANY} if encoder else {"out_channels": _ANY, "final_tanh": _ANY,
+                                                         "use_nearest_upsample": _ANY})
+    _check_allowed(section, cfg, allowed)
+    node = {
+        "_target_": f"musicdiff.models.autoencoder.{'OobleckEncoder' if encoder else 'OobleckDecoder'}",
+        ("in_channels" if encoder else "out_channels"): int(cfg.get("in_channels" if encoder else "out_channels", 2)),
+        "channels": int(cfg.get("channels", 128)),
+        "c_mults": [int(c) for c in cfg.get("c_mults", [1, 2, 4, 8])],
+        "strides": [int(s) for s in cfg.get("strides", [2, 4, 8, 8])],
+        "latent_dim": int(cfg.get("latent_dim", 32)),
+        "use_snake": bool(cfg.get("use_snake", False)),
+        "checkpointing": False,
+    }
+    if not encoder:
+        node["final_tanh"] = bool(cfg.get("final_tanh", True))
+        if cfg.get("use_nearest_upsample", False):  # written only when set (SAO and SA2 use transposed convs)
+            node["use_nearest_upsample"] = True
+    return node
+
+
+def autoencoder_config(pretransform: Mapping[str, Any], sample_rate: int) -> dict[str, Any]:
+    """musicdiff ``autoencoder`` group for SAT's ``model.pretransform`` (an Oobleck VAE)."""
+    _check_allowed("pretransform", pretransform, {"type": "autoencoder", "config": _ANY, "scale": 1.0,
+                                                  "iterate_batch": _ANY, "model_half": _ANY, "chunked": _ANY})
+    ae = pretransform["config"]
+    _check_allowed("pretransform.config", ae, {"encoder": _ANY, "decoder": _ANY, "bottleneck": _ANY,
+                                               "latent_dim": _ANY, "downsampling_ratio": _ANY, "io_channels": _ANY})
+    for part in ("encoder", "decoder"):
+        if ae[part].get("type") != "oobleck":
+            raise UnsupportedSATConfig(f"pretransform.config.{part}.type={ae[part].get('type')!r}: only 'oobleck'")
+        _check_allowed(f"pretransform.config.{part}", ae[part], {"type": _ANY, "config": _ANY, "requires_grad": _ANY})
+    bottleneck = ae.get("bottleneck")
+    if bottleneck is not None and bottleneck.get("type") != "vae":
+        raise UnsupportedSATConfig(f"bottleneck type {bottleneck.get('type')!r}: only 'vae' (or none)")
+    return {
+        "_target_": "musicdiff.models.autoencoder.AudioAutoencoder",
+        "sample_rate": int(sample_rate),
+        "io_channels": int(ae["io_channels"]),
+        "latent_dim": int(ae["latent_dim"]),
+        "downsampling_ratio": int(ae["downsampling_ratio"]),
+        "encoder": _oobleck("encoder", ae["encoder"].get("config", {}), encoder=True),
+        "decoder": _oobleck("decoder", ae["decoder"].get("config", {}), encoder=False),
+        "bottleneck": {"_target_": "musicdiff.models.autoencoder.VAEBottleneck"} if bottleneck else None,
+    }
+
+
+def dit_config(diffusion: Mapping[str, Any]) -> dict[str, Any]:
+    """musicdiff ``dit`` group for SAT's ``model.diffusion`` (type ``dit``)."""
+    _check_allowed("diffusion", diffusion, {"type": "dit", "config": _ANY, "cross_attention_cond_ids": _ANY,
+                                            "global_cond_ids": _ANY, "diffusion_objective": "v",
+                                            "input_concat_ids": [], "prepend_cond_ids": []})
+    cfg = diffusion["config"]
+    _check_allowed("diffusion.config", cfg, {
+        "io_channels": _ANY, "embed_dim": _ANY, "depth": _ANY, "num_heads": _ANY, "cond_token_dim": _ANY,
+        "global_cond_dim": _ANY, "project_cond_tokens": _ANY, "project_global_cond": _ANY, "patch_size": 1,
+        "input_concat_dim": 0, "prepend_cond_dim": 0, "transformer_type": "continuous_transformer",
+        "global_cond_type": "prepend", "timestep_cond_type": "global", "rotary_pos_emb": _ANY,
+        "zero_init_branch_outputs": _ANY})
+    width, heads = int(cfg.get("embed_dim", 768)), int(cfg.get("num_heads", 8))
+    rotary = max(width // heads // 2, 32) if cfg.get("rotary_pos_emb", True) else 0
+    return {
+        "_target_": "musicdiff.models.dit.DiffusionTransformer",
+        "io_channels": int(cfg.get("io_channels", 32)),
+        "width": width,
+        "depth": int(cfg.get("depth", 12)),
+        "num_heads": heads,
+        "cond_token_dim": int(cfg.get("cond_token_dim", 0)),
+        "global_cond_dim": int(cfg.get("global_cond_dim", 0)),
+        "project_cond_tokens": bool(cfg.get("project_cond_tokens", True)),
+        "project_global_cond": bool(cfg.get("project_global_cond", True)),
+        "ff_mult": 4,
+        "rotary_dim": rotary,
+        "timestep_features_dim": _TIMESTEP_FEATURES,
+        "use_cross_attn_mask": False,  # SAT's DiT drops the mask (padding tokens are zeroed instead)
+        "gradient_checkpointing": True,  # SAT checkpoints every block while training
+    }
+
+
+def _conditioner_node(kind: str, cfg: Mapping[str, Any], cond_dim: int, t5_path: str | None) -> dict[str, Any]:
+    if kind == "number":
+        _check_allowed("conditioning number", cfg, {"min_val": _ANY, "max_val": _ANY})
+        return {"_target_": "musicdiff.models.conditioners.NumberConditioner", "output_dim": cond_dim,
+                "min_val": float(cfg.get("min_val", 0)), "max_val": float(cfg.get("max_val", 1)),
+                "fourier_dim": _NUMBER_FOURIER}
+    if kind == "t5":
+        _check_allowed("conditioning t5", cfg, {"t5_model_name": _ANY, "max_length": _ANY, "enable_grad": _ANY,
+                                                "project_out": _ANY})
+        return {"_target_": "musicdiff.models.conditioners.T5Conditioner", "output_dim": cond_dim,
+                "model_name": t5_model_name(str(cfg.get("t5_model_name", "t5-base")), t5_path),
+                "max_length": int(cfg.get("max_length", 128)), "project_out": bool(cfg.get("project_out", False)),
+                "enable_grad": bool(cfg.get("enable_grad", False))}
+    raise UnsupportedSATConfig(f"conditioner type {kind!r}: musicdiff imports 't5' and 'number' conditioners")
+
+
+def conditioner_config(conditioning: Mapping[str, Any], diffusion: Mapping[str, Any],
+                       t5_path: str | None = None) -> dict[str, Any]:
+    """musicdiff ``conditioner`` group (a ConditionerSet) for SAT's ``model.conditioning``."""
+    _check_allowed("conditioning", conditioning, {"configs": _ANY, "cond_dim": _ANY, "default_keys": _ANY,
+                                                  "pre_encoded_keys": []})
+    cond_dim = int(conditioning["cond_dim"])
+    nodes = {}
+    for item in conditioning["configs"]:
+        nodes[str(item["id"])] = _conditioner_node(str(item["type"]), item.get("config", {}), cond_dim, t5_path)
+    global_ids = list(diffusion.get("global_cond_ids", []))
+    return {
+        "_target_": "musicdiff.models.conditioners.ConditionerSet",
+        "cond_dim": cond_dim,
+        "global_cond_dim": cond_dim * len(global_ids),
+        "cross_attn_ids": list(diffusion.get("cross_attention_cond_ids", [])),
+        "global_ids": global_ids,
+        "input_keys": dict(conditioning.get("default_keys", {})),
+        "conditioners": nodes,
+    }
+
+
+def sat_to_musicdiff(model_config: Mapping[str, Any], t5_path: str | None = None) -> dict[str, Any]:
+    """Translate a SAT ``diffusion_cond`` model config into musicdiff config groups.
+
+    Args:
+        model_config: parsed ``model_config.json``.
+        t5_path: local T5 directory to write into the conditioner (default: the
+            ``MUSICDIFF_T5_PATH`` environment variable at build time, else the local HF cache).
+
+    Returns:
+        ``{"autoencoder", "dit", "conditioner", "dataset": {"window_seconds"}, "sample_rate"}``;
+        ``window_seconds`` is SAT's ``sample_size`` in seconds (the generation window).
+
+    Raises:
+        UnsupportedSATConfig: the model uses a feature musicdiff lacks.
+    """
+    if model_config.get("model_type") not in ("diffusion_cond",):
+        raise UnsupportedSATConfig(f"model_type={model_config.get('model_type')!r}: only 'diffusion_cond'")
+    model = model_config["model"]
+    sample_rate = int(model_config["sample_rate"])
+    if "pretransform" not in model:
+        raise UnsupportedSATConfig("model.pretransform is missing: musicdiff models are latent diffusion models")
+    autoencoder = autoencoder_config(model["pretransform"], sample_rate)
+    dit = dit_config(model["diffusion"])
+    conditioner = conditioner_config(model.get("conditioning", {"configs": [], "cond_dim": 0}), model["diffusion"],
+                                     t5_path)
+    if dit["io_channels"] != autoencoder["latent_dim"]:
+        raise UnsupportedSATConfig(f"DiT io_channels {dit['io_channels']} != VAE latent_dim {autoencoder['latent_dim']}")
+    if dit["global_cond_dim"] != conditioner["global_cond_dim"]:
+        raise UnsupportedSATConfig(f"DiT global_cond_dim {dit['global_cond_dim']} != "
+                                   f"{conditioner['global_cond_dim']} from the global conditioners")
+    return {
+        "autoencoder": autoencoder,
+        "dit": dit,
+        "conditioner": conditioner,
+        "dataset": {"window_seconds": window_seconds(int(model_config["sample_size"]), autoencoder["downsampling_ratio"],
+                                                     sample_rate)},
+        "sample_rate": sample_rate,
+    }
+
+
+def _sat_t5_name(model_name: str, override: str | None) -> str:
+    if override:
+        return override
+    name = str(model_name).rstrip("/")
+    if "oc.env:" in name:  # the interpolation written by t5_model_name(): take its default
+        name = name.split(",", 1)[1].rstrip("}")
+    for sat_name in _SAT_T5_NAMES:
+        if name == sat_name or name.endswith("/" + sat_name.split("/")[-1]):
+            return sat_name
+    raise UnsupportedSATConfig(f"cannot tell which SAT T5 name '{model_name}' is; pass t5_name=<SAT name>")
+
+
+def _target_name(node: Mapping[str, Any]) -> str:
+    return str(node.get("_target_", "")).rsplit(".", 1)[-1]
+
+
+def musicdiff_to_sat(cfg: Mapping[str, Any], window_seconds: float | None = None,
+                     t5_name: str | None = None) -> dict[str, Any]:
+    """Translate musicdiff config groups back into a SAT ``model_config.json`` dict.
+
+    Args:
+        cfg: a mapping (plain or OmegaConf) with ``autoencoder``, ``dit`` and ``conditioner``.
+        window_seconds: generation window; default ``cfg.dataset.window_seconds``.
+        t5_name: SAT ``t5_model_name`` for a T5 conditioner (default: inferred from its path).
+
+    Returns:
+        The SAT config (``model_type: diffusion_cond``).
+
+    Raises:
+        UnsupportedSATConfig: a musicdiff option SAT cannot express (e.g. a LUT or CLAP conditioner,
+            masked cross-attention, a rotary width other than SAT's).
+    """
+    try:
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_config(cfg):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    cfg = copy.deepcopy(dict(cfg))
+    ae, dit, cond = cfg["autoencoder"], cfg["dit"], cfg["conditioner"]
+    if window_seconds is None:
+        window_seconds = (cfg.get("dataset") or {}).get("window_seconds")
+    if window_seconds is None:
+        raise UnsupportedSATConfig("window_seconds is unknown (no dataset.window_seconds); pass it explicitly")
+    sample_rate = int(ae["sample_rate"])
+    ratio = int(ae["downsampling_ratio"])
+    latents = -(-round(float(window_seconds) * sample_rate) // ratio)
+
+    width, heads = int(dit["width"]), int(dit["num_heads"])
+    rotary = dit.get("rotary_dim")
+    rotary = width // heads // 2 if rotary is None else int(rotary)
+    if rotary not in (0, max(width // heads // 2, 32)):
+        raise UnsupportedSATConfig(f"rotary_dim {rotary}: SAT rotates max(head_dim/2, 32) channels (or none)")
+    if int(dit.get("timestep_features_dim", _TIMESTEP_FEATURES)) != _TIMESTEP_FEATURES:
+        raise UnsupportedSATConfig("SAT's DiT has 256 timestep Fourier features")
+    if int(dit.get("ff_mult", 4)) != 4:
+        raise UnsupportedSATConfig("SAT's DiT feed-forward expansion is 4")
+    if dit.get("use_cross_attn_mask", True) and int(dit.get("cond_token_dim", 0)) > 0:
+        raise UnsupportedSATConfig("SAT's DiT ignores the cross-attention mask; set dit.use_cross_attn_mask=false")
+
+    configs = []
+    for name, node in cond["conditioners"].items():
+        kind = _target_name(node)
+        if kind == "NumberConditioner":
+            if int(node.get("fourier_dim", _NUMBER_FOURIER)) != _NUMBER_FOURIER:
+                raise UnsupportedSATConfig(f"conditioner '{name}': SAT's number embedder has 256 Fourier features")
+            configs.append({"id": name, "type": "number", "config": {"min_val": node.get("min_val", 0.0),
+                                                                      "max_val": node.get("max_val", 512.0)}})
+        elif kind == "T5Conditioner":
+            configs.append({"id": name, "type": "t5", "config": {
+                "t5_model_name": _sat_t5_name(node.get("model_name", "t5-base"), t5_name),
+                "max_length": int(node.get("max_length", 128)), "project_out": bool(node.get("project_out", False)),
+                "enable_grad": bool(node.get("enable_grad", False))}})
+        else:
+            raise UnsupportedSATConfig(f"conditioner '{name}' ({kind}) has no SAT counterpart in this exporter")
+    conditioning: dict[str, Any] = {"configs": configs, "cond_dim": int(cond["cond_dim"])}
+    if cond.get("input_keys"):
+        conditioning["default_keys"] = dict(cond["input_keys"])
+
+    def oobleck(node: Mapping[str, Any], encoder: bool) -> dict[str, Any]:
+        out = {("in_channels" if encoder else "out_channels"): int(ae["io_channels"]),
+               "channels": int(node["channels"]), "c_mults": list(node["c_mults"]), "strides": list(node["strides"]),
+               "latent_dim": int(node["latent_dim"]), "use_snake": bool(node.get("use_snake", True))}
+        if not encoder:
+            out["final_tanh"] = bool(node.get("final_tanh", False))
+            if node.get("use_nearest_upsample", False):
+                out["use_nearest_upsample"] = True
+        return {"type": "oobleck", "config": out}
+
+    pretransform_cfg: dict[str, Any] = {
+        "encoder": oobleck(ae["encoder"], True), "decoder": oobleck(ae["decoder"], False),
+        "latent_dim": int(ae["latent_dim"]), "downsampling_ratio": ratio, "io_channels": int(ae["io_channels"])}
+    if ae.get("bottleneck") is not None:
+        pretransform_cfg["bottleneck"] = {"type": "vae"}
+    return {
+        "model_type": "diffusion_cond",
+        "sample_size": latents * ratio,
+        "sample_rate": sample_rate,
+        "audio_channels": int(ae["io_channels"]),
+        "model": {
+            "pretransform": {"type": "autoencoder", "iterate_batch": True, "config": pretransform_cfg},
+            "conditioning": conditioning,
+            "diffusion": {
+                "cross_attention_cond_ids": list(cond.get("cross_attn_ids", [])),
+                "global_cond_ids": list(cond.get("global_ids", [])),
+                "type": "dit",
+                "config": {
+                    "io_channels": int(dit["io_channels"]), "embed_dim": width, "depth": int(dit["depth"]),
+                    "num_heads": heads, "cond_token_dim": int(dit.get("cond_token_dim", 0)),
+                    "global_cond_dim": int(dit.get("global_cond_dim", 0)),
+                    "project_cond_tokens": bool(dit.get("project_cond_tokens", True)),
+                    "project_global_cond": bool(dit.get("project_global_cond", True)),
+                    "rotary_pos_emb": rotary > 0,
+                    "transformer_type": "continuous_transformer",
+                },
+            },
+            "io_channels": int(dit["io_channels"]),
+        },
+    }
