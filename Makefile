@@ -33,7 +33,7 @@ demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash experiments/demo/run.sh
 
 test: setup browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
