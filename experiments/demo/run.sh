@@ -23,7 +23,7 @@ musicdiff-train experiment=tiny dataset=latents dataset.root="$OUT/latents/laten
     init_autoencoder="$OUT/autoencoder/export" trainer.max_steps="$STEPS_DIT" hydra.run.dir="$OUT/dit"
 echo "== 4/5 generate"
 musicdiff-generate checkpoint="$OUT/dit/export" prompts_file=experiments/demo/prompts.txt sampler=dpmpp_2m \
-    sampler.steps=30 sampler.cfg_scale=3 duration=1.0 spectrograms=true hydra.run.dir="$OUT/generate"
+    sampler.steps=25 sampler.cfg_scale=6 duration=1.0 spectrograms=true hydra.run.dir="$OUT/generate"
 echo "== 5/5 evaluate the generations against the training audio"
 musicdiff-evaluate generated_dir="$OUT/generate/audio" reference_dir="$(ls -d outputs/data/synthetic/*square-saw_C4-E4-G4-B4*/ | head -n 1)" \
     hydra.run.dir="$OUT/evaluate"
