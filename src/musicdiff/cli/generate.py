@@ -25,7 +25,7 @@ from musicdiff.cli.common import pick_device, tracked_run
 from musicdiff.config.paths import config_dir
 from musicdiff.config.runtime import prepare_run
 from musicdiff.config.validate import validate_targets
-from musicdiff.sampling.requests import GenerationRequest, read_prompts_file
+from musicdiff.sampling.requests import GenerationRequest, expand_requests, read_prompts_file
 from musicdiff.training.checkpoint import CheckpointError, exported_config, load_exported
 
 log = logging.getLogger("musicdiff")
@@ -83,13 +83,7 @@ def _requests(cfg: DictConfig) -> list[GenerationRequest]:
     if bool(cfg.prompt) == bool(cfg.prompts_file):
         raise ValueError("give exactly one of prompt=... or prompts_file=...")
     reqs = read_prompts_file(cfg.prompts_file) if cfg.prompts_file else [GenerationRequest(cfg.prompt)]
-    out = []
-    for i, r in enumerate(reqs):
-        for k in range(cfg.num_samples):
-            seed = (r.seed if r.seed is not None else cfg.seed + i) + k * 1_000_003
-            out.append(GenerationRequest(r.prompt, r.duration if r.duration is not None else cfg.duration,
-                                         seed, r.negative_prompt or cfg.negative_prompt))
-    return out
+    return expand_requests(reqs, cfg.num_samples, cfg.seed, cfg.duration, cfg.negative_prompt)
 
 
 def _load_conditioning_audio(path: str, gen) -> torch.Tensor:

@@ -37,7 +37,7 @@ from musicdiff.memorization.inputs import (
     MANIFEST, EmbeddingCache, embedding_key, folder_items, link_or_copy, training_items,
 )
 from musicdiff.memorization.repeats import find_repeats
-from musicdiff.sampling.requests import GenerationRequest, read_prompts_file
+from musicdiff.sampling.requests import GenerationRequest, expand_requests, read_prompts_file
 
 log = logging.getLogger("musicdiff")
 
@@ -86,13 +86,9 @@ def _requests(cfg: DictConfig, in_prompts: list[str]) -> list[tuple[str, Generat
     if cfg.ood_prompts_file:
         ood = read_prompts_file(cfg.ood_prompts_file)
         reqs += [(OUT_OF_DISTRIBUTION, r) for r in ood[:cfg.max_out_of_distribution or None]]
-    out = []
-    for i, (split, r) in enumerate(reqs):
-        for k in range(cfg.num_samples):
-            seed = (r.seed if r.seed is not None else cfg.seed + i) + k * 1_000_003
-            out.append((split, GenerationRequest(r.prompt, r.duration if r.duration is not None else cfg.duration,
-                                                 seed, r.negative_prompt)))
-    return out
+    expanded = expand_requests([r for _, r in reqs], cfg.num_samples, cfg.seed, cfg.duration)
+    splits = [split for split, _ in reqs for _ in range(cfg.num_samples)]
+    return list(zip(splits, expanded))
 
 
 def _generate(cfg: DictConfig, requests: list[tuple[str, GenerationRequest]], out_dir: Path,

@@ -47,7 +47,23 @@ def item_rng(seed: int, epoch: int, idx: int, occurrence: int) -> random.Random:
     return random.Random(f"{seed}-{epoch}-{idx}-{occurrence}")
 
 
-class AudioFolderDataset(Dataset):
+class EpochSeededItems:
+    """Per-item RNGs keyed on (seed, epoch, index, occurrence), for datasets with a ``seed``."""
+
+    seed: int
+
+    def set_epoch(self, epoch: int) -> None:
+        """Key the crops/prompts of the following draws on ``epoch`` (called by the Trainer)."""
+        self.epoch = int(epoch)
+        self._occurrences: Counter[int] = Counter()
+
+    def _item_rng(self, idx: int) -> random.Random:
+        """The RNG of this draw of item ``idx`` (see :func:`item_rng`)."""
+        self._occurrences[idx] += 1
+        return item_rng(self.seed, self.epoch, idx, self._occurrences[idx])
+
+
+class AudioFolderDataset(EpochSeededItems, Dataset):
     """Random windows of the audio files under ``root`` (recursive).
 
     Args:
@@ -175,11 +191,6 @@ class AudioFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Key the crops/prompts of the following draws on ``epoch`` (called by the Trainer)."""
-        self.epoch = int(epoch)
-        self._occurrences: Counter[int] = Counter()
-
     def relpath(self, idx: int) -> str:
         """Path of file ``idx`` relative to ``root`` (the manifest key)."""
         return normalize_relpath(self.files[idx].relative_to(self.root))
@@ -224,8 +235,7 @@ class AudioFolderDataset(Dataset):
         """A window of file ``idx``: ``audio [C, T]``, ``padding_mask [T]``, prompt, timing, path."""
         if not 0 <= idx < len(self):
             raise IndexError(f"index {idx} out of range for {len(self)} files")
-        self._occurrences[idx] += 1
-        rng = item_rng(self.seed, self.epoch, idx, self._occurrences[idx])
+        rng = self._item_rng(idx)
         for _ in range(self.max_retries + 1):
             try:
                 return self._load_item(idx, rng)

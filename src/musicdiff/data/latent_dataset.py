@@ -20,14 +20,14 @@ import torch
 from safetensors import safe_open
 from torch.utils.data import Dataset
 
-from musicdiff.data.audio_dataset import item_rng
+from musicdiff.data.audio_dataset import EpochSeededItems
 from musicdiff.data.encode import read_index
 from musicdiff.data.prompts import PromptBuilder
 
 log = logging.getLogger("musicdiff.data")
 
 
-class LatentShardDataset(Dataset):
+class LatentShardDataset(EpochSeededItems, Dataset):
     """Random latent windows from a directory of latent shards.
 
     Args:
@@ -103,11 +103,6 @@ class LatentShardDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Key the crops/prompts of the following draws on ``epoch`` (see :func:`item_rng`)."""
-        self.epoch = int(epoch)
-        self._occurrences: Counter[int] = Counter()
-
     def _slice(self, shard: str, key: str, start: int, stop: int) -> torch.Tensor:
         handle = self._handles.get(shard)
         if handle is None:
@@ -136,8 +131,7 @@ class LatentShardDataset(Dataset):
         """A latent window: ``latents [D, L]``, ``padding_mask [L]``, prompt, timing, path."""
         if not 0 <= idx < len(self):
             raise IndexError(f"index {idx} out of range for {len(self)} items")
-        self._occurrences[idx] += 1
-        rng = item_rng(self.seed, self.epoch, idx, self._occurrences[idx])
+        rng = self._item_rng(idx)
         for _ in range(self.max_retries + 1):
             try:
                 return self._load_item(idx, rng)

@@ -36,6 +36,7 @@ INSTRUMENTS = ("sine", "square", "saw", "pluck", "drums")
 TEMPOS = (90, 120, 150)
 PANS = {"left": -0.7, "center": 0.0, "right": 0.7}
 CHORDS = {"major": (0, 4, 7), "minor": (0, 3, 7)}
+CHORD_PROB = 0.3  # default share of pitched items that are triads
 PROMPT_FIELDS = ("instrument", "pitch", "chord", "bpm", "pan")
 _SEMITONES = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 
@@ -82,7 +83,7 @@ def _drum(kind: str, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
 
 def synthesize_item(index: int, sample_rate: int, seconds: float, seed: int,
                     min_seconds: float | None = None, channels: int = 2, instruments: Sequence[str] = INSTRUMENTS,
-                    notes: Sequence[str] = NOTES, chord_prob: float = 0.3) -> tuple[np.ndarray, dict[str, Any]]:
+                    notes: Sequence[str] = NOTES, chord_prob: float = CHORD_PROB) -> tuple[np.ndarray, dict[str, Any]]:
     """Audio ``[T, channels]`` (float, peak 0.5) and manifest fields of item ``index``.
 
     ``instruments``, ``notes`` and ``chord_prob`` restrict the vocabulary (e.g. sine notes only for
@@ -140,7 +141,7 @@ def synthesize_item(index: int, sample_rate: int, seconds: float, seed: int,
 def generate_synthetic_dataset(out_dir: str | Path, num_items: int, sample_rate: int, seconds: float,
                                seed: int = 0, channels: int = 2, min_seconds: float | None = None,
                                instruments: Sequence[str] = INSTRUMENTS, notes: Sequence[str] = NOTES,
-                               chord_prob: float = 0.3) -> Path:
+                               chord_prob: float = CHORD_PROB) -> Path:
     """Write ``num_items`` WAVs (16-bit) under ``out_dir/audio`` and ``out_dir/metadata.json``.
 
     Args:
@@ -212,12 +213,12 @@ class SyntheticDataset(AudioFolderDataset):
                  cache_dir: str | Path = "data/synthetic", random_crop: bool = True,
                  prompt_builder: PromptBuilder | None = None, window_multiple: int = 1,
                  instruments: Sequence[str] | None = None, notes: Sequence[str] | None = None,
-                 chord_prob: float = 0.3) -> None:
+                 chord_prob: float = CHORD_PROB) -> None:
         instruments = list(instruments) if instruments else list(INSTRUMENTS)
         notes = list(notes) if notes else list(NOTES)
         name = (f"synth_v{VERSION}_sr{sample_rate}_ch{channels}_n{num_items}_s{seconds}"
                 f"_min{min_item_seconds}_seed{seed}")
-        if instruments != list(INSTRUMENTS) or notes != list(NOTES) or chord_prob != 0.3:
+        if instruments != list(INSTRUMENTS) or notes != list(NOTES) or chord_prob != CHORD_PROB:
             name += f"_{'-'.join(instruments)}_{'-'.join(notes)}_chord{chord_prob}"
         root = Path(cache_dir).expanduser() / name
         if not (root / "COMPLETE").is_file():

@@ -66,3 +66,26 @@ def read_prompts_file(path: str | Path) -> list[GenerationRequest]:
     if not out:
         raise ValueError(f"{path}: no prompts found")
     return out
+
+
+SAMPLE_SEED_STRIDE = 1_000_003  # seed offset between the num_samples generations of one prompt
+
+
+def expand_requests(requests: list[GenerationRequest], num_samples: int, seed: int, duration: float | None = None,
+                    negative_prompt: str | None = None) -> list[GenerationRequest]:
+    """``num_samples`` concrete requests per request, with every default filled in.
+
+    Request ``i`` without its own seed gets ``seed + i``; its ``k``-th sample adds
+    ``k · SAMPLE_SEED_STRIDE``, so samples never share noise and the same inputs always give the same
+    seeds. ``duration`` and ``negative_prompt`` fill requests that do not set them.
+
+    Returns:
+        The requests in order, each repeated ``num_samples`` times consecutively.
+    """
+    out = []
+    for i, r in enumerate(requests):
+        base = r.seed if r.seed is not None else seed + i
+        for k in range(num_samples):
+            out.append(GenerationRequest(r.prompt, r.duration if r.duration is not None else duration,
+                                         base + k * SAMPLE_SEED_STRIDE, r.negative_prompt or negative_prompt))
+    return out

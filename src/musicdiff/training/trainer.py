@@ -140,8 +140,13 @@ class Trainer:
             "schedulers": {n: s.state_dict() for n, (_, s) in optimizers.items() if s is not None},
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": ckpt.rng_state(), "world_size": self.world_size,
-            "global_batch": self.batch_size * self.grad_accum * self.world_size,
+            "global_batch": self.global_batch,
         }
+
+    @property
+    def global_batch(self) -> int:
+        """Items per optimiser step over all processes."""
+        return self.batch_size * self.grad_accum * self.world_size
 
     @staticmethod
     def _modules(task: nn.Module) -> dict[str, nn.Module]:
@@ -195,11 +200,10 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
         self.step = self._saved_step = int(state["step"])
-        global_batch = self.batch_size * self.grad_accum * self.world_size
-        if state.get("global_batch", global_batch) != global_batch:
+        if state.get("global_batch", self.global_batch) != self.global_batch:
             log.warning("global batch changed from %s to %d: the data position (epoch %s, batch %s) is kept "
                         "in global batches, so some items are repeated or skipped this epoch",
-                        state["global_batch"], global_batch, state["epoch"], state["batch_in_epoch"])
+                        state["global_batch"], self.global_batch, state["epoch"], state["batch_in_epoch"])
         log.info("resumed from %s at step %d", path, self.step)
         return int(state["epoch"]), int(state["batch_in_epoch"])
 

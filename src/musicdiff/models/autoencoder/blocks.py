@@ -23,6 +23,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from torch.utils.checkpoint import checkpoint
 
 from musicdiff.models.autoencoder.snake import SnakeBeta
+from musicdiff.models.fast_paths import residual_add
 
 DILATIONS = (1, 3, 9)  # residual-unit dilations of every block (SA2 / DAC)
 
@@ -71,11 +72,7 @@ class ResidualUnit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.checkpointing and self.training and torch.is_grad_enabled():
             return x + checkpoint(self.layers, x, use_reentrant=False)
-        branch = self.layers(x)
-        if (not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-                and branch.dtype == torch.promote_types(x.dtype, branch.dtype)):
-            return branch.add_(x)  # eager inference: the same sum, written into the fresh branch output
-        return x + branch
+        return residual_add(x, self.layers(x))
 
 
 class EncoderBlock(nn.Module):

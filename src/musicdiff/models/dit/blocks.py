@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicdiff.models.dit.attention import Attention
+from musicdiff.models.fast_paths import eager_inference, residual_add
 
 
 class LayerNorm(nn.Module):
@@ -38,8 +39,8 @@ class GLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, gate = self.proj(x).chunk(2, dim=-1)
-        if not torch.is_grad_enabled() and not torch.compiler.is_compiling():  # eager inference: same product,
-            return F.silu(gate).mul_(x)  # written into the SiLU buffer
+        if eager_inference():  # the same product, written into the SiLU buffer
+            return F.silu(gate).mul_(x)
         return x * F.silu(gate)
 
 
@@ -109,23 +110,14 @@ class TransformerBlock(nn.Module):
         (no biases), hence a zero attention output and a zero branch. Classifier-free guidance's
         unconditional half is such a batch (stable-audio-tools zeroes its tokens).
         """
-        x = _residual(x, self.self_attn(self.pre_norm(x), rotary_freqs=rotary_freqs))
+        x = residual_add(x, self.self_attn(self.pre_norm(x), rotary_freqs=rotary_freqs))
         if self.cross_attend and context is not None:
             if context_rows is None:
-                x = _residual(x, self.cross_attn(self.cross_attend_norm(x), context, context_mask))
+                x = residual_add(x, self.cross_attn(self.cross_attend_norm(x), context, context_mask))
             elif context_rows.numel():
                 mask = None if context_mask is None else context_mask.index_select(0, context_rows)
                 branch = self.cross_attn(self.cross_attend_norm(x.index_select(0, context_rows)),
                                          context.index_select(0, context_rows), mask)
                 dtype = torch.promote_types(x.dtype, branch.dtype)  # as x + branch
                 x = x.to(dtype).index_add(0, context_rows, branch.to(dtype))
-        return _residual(x, self.ff(self.ff_norm(x)))
-
-
-def _residual(x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
-    """``x + branch``; without autograd the sum is written into ``branch`` (a fresh projection output)
-    when that keeps the dtype ``x + branch`` would have (e.g. not for bf16 branches of an fp32 stream)."""
-    if (not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-            and branch.dtype == torch.promote_types(x.dtype, branch.dtype)):
-        return branch.add_(x)
-    return x + branch
+        return residual_add(x, self.ff(self.ff_norm(x)))

@@ -25,6 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from musicdiff.models.dit.blocks import TransformerBlock
 from musicdiff.models.dit.rotary import RotaryEmbedding, rotary_cos_sin
+from musicdiff.models.fast_paths import eager_inference
 
 
 class FourierFeatures(nn.Module):
@@ -247,7 +248,7 @@ class DiffusionTransformer(nn.Module):
                 context_mask = cross_attn_mask.to(device=x.device, dtype=torch.bool)
 
         context_rows = None
-        if context is not None and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        if context is not None and eager_inference():
             # Rows with all-zero tokens (CFG's unconditional half) get an exactly zero cross-attention
             # branch: project_cond_tokens and the attention projections have no biases.
             active = cross_attn_cond.flatten(1).ne(0).any(dim=1)
