@@ -57,8 +57,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def rel_diff(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    """Largest absolute difference relative to the reference's largest magnitude."""
+def rel_diff(ours, ref) -> float:
+    """Largest absolute difference relative to the reference's largest magnitude (callables: of
+    what they return, for outputs assembled after timing)."""
+    ours, ref = ours() if callable(ours) else ours, ref() if callable(ref) else ref
     ours, ref = ours.detach().float(), ref.detach().float()
     return float((ours - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
 
@@ -88,7 +90,40 @@ def compare(name: str, ref_fn, ours_fn, device: torch.device, repeats: int, warm
     ref_s, ours_s = statistics.median(times["ref"]), statistics.median(times["ours"])
     return {"name": name, "ref_s": ref_s, "ours_s": ours_s, "ratio": ref_s / ours_s,
             "diff": rel_diff(ours_out, ref_out), "ref_wall": statistics.median(times["ref_wall"]),
-            "ours_wall": statistics.median(times["ours_wall"])}
+            "ours_wall": statistics.median(times["ours_wall"]), "ceiling": None}
+
+
+# Matrix-product, attention and convolution kernels: the work both implementations must do.
+KERNELS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution",
+           "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward", "aten::convolution_backward",
+           "aten::slow_conv_transpose2d", "aten::mkldnn_convolution_transpose")
+
+
+def kernel_share(fn, device: torch.device) -> float:
+    """Fraction of ``fn``'s profiled self time spent in :data:`KERNELS` and attention kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        fn()
+        _sync(device)
+    events = prof.key_averages()
+    use_cuda = device.type == "cuda"
+    time_of = (lambda e: e.self_device_time_total) if use_cuda else (lambda e: e.self_cpu_time_total)
+    total = sum(time_of(e) for e in events)
+    if use_cuda:  # on GPU every device kernel is matrix/attention/conv or glue; count GEMM/attention/conv names
+        hit = [e for e in events if any(k in e.key.lower() for k in ("gemm", "sgemm", "attention", "flash", "conv",
+                                                                     "cutlass", "xmma", "sm90", "sm80"))]
+    else:
+        hit = [e for e in events if e.key in KERNELS or "attention" in e.key]
+    return sum(time_of(e) for e in hit) / max(total, 1e-9)
+
+
+def add_ceiling(result: dict, fn, device: torch.device, seconds: float) -> dict:
+    """``ceiling``: SAT's time over the kernel time of ``fn`` (which took ``seconds``): the largest
+    speed-up any implementation issuing the same matrix/attention/convolution kernels can reach."""
+    result["ceiling"] = result["ref_s"] / (kernel_share(fn, device) * seconds)
+    return result
 
 
 def build(args: argparse.Namespace, device: torch.device):
@@ -128,11 +163,12 @@ def build(args: argparse.Namespace, device: torch.device):
 
 def run(args: argparse.Namespace) -> list[dict]:
     from musicdiff.diffusion import VDenoiser
+    from musicdiff.models.packed_gemm import packed_linears
     from musicdiff.reference.sat_reference import load_k_diffusion
     from musicdiff.sampling import SamplerSpec
     from musicdiff.sampling.dpmpp import sample_dpmpp_2m
     from musicdiff.sampling.guidance import CFGDenoiser
-    from musicdiff.sampling.pipeline import Generator
+    from musicdiff.sampling.pipeline import PRECISIONS, Generator
 
     device = torch.device(args.device)
     ref, ours = build(args, device)
@@ -165,14 +201,18 @@ def run(args: argparse.Namespace) -> list[dict]:
             loss = (model(x, t, cross_attn_cond=cross, **kwargs) - target).square().mean()
             loss.backward()
             model.eval()
-            grads = dict(getattr(model, "_orig_mod", model).named_parameters())  # same names on both sides
-            return torch.cat([grads[k].grad.flatten() for k in sorted(grads) if grads[k].grad is not None])
+            params = dict(getattr(model, "_orig_mod", model).named_parameters())  # same names on both sides
+            # flattened after timing (compare keeps each side's last result; its .grad stays until the next step)
+            return lambda: torch.cat([params[k].grad.flatten() for k in sorted(params) if params[k].grad is not None])
 
         ref_dit = ref.model.model
         for ckpt, name in ((False, "dit_train"), (True, "dit_train_ckpt")):
             dit.gradient_checkpointing = ckpt
-            results.append(compare(name, lambda: train_step(ref_dit, global_embed=glob),
-                                   lambda: train_step(run_dit, global_cond=glob), device, args.repeats))
+            ours_step = lambda: train_step(run_dit, global_cond=glob)  # noqa: E731
+            results.append(compare(name, lambda: train_step(ref_dit, global_embed=glob), ours_step, device,
+                                   args.repeats))
+            if args.ceiling and not ckpt:  # SAT's recomputed forward is not work a trainer must do
+                add_ceiling(results[-1], ours_step, device, results[-1]["ours_s"])
         dit.gradient_checkpointing = False
         ref_dit.zero_grad(set_to_none=True), dit.zero_grad(set_to_none=True)
 
@@ -182,8 +222,20 @@ def run(args: argparse.Namespace) -> list[dict]:
             ref_den = k_diffusion.external.VDenoiser(ref.model)
             ours_den = CFGDenoiser(VDenoiser(run_dit), scale=7.0)
             uncond = dict(c, cross_attn_cond=torch.zeros_like(c["cross_attn_cond"]))
-            results.append(compare("dit_infer", lambda: ref_den(x, sigma, **ref_c, cfg_scale=7.0),
-                                   lambda: ours_den(x, sigma, cond=c, uncond=uncond), device, args.repeats))
+            ref_infer = lambda: ref_den(x, sigma, **ref_c, cfg_scale=7.0)  # noqa: E731
+            with packed_linears(dit, enabled=args.packed_gemm and device.type == "cpu" and not args.compile):
+                results.append(compare("dit_infer", ref_infer, lambda: ours_den(x, sigma, cond=c, uncond=uncond),
+                                       device, args.repeats))
+            if args.ceiling:
+                add_ceiling(results[-1], ref_infer, device, results[-1]["ref_s"])
+            if args.precision != "fp32":
+                low = PRECISIONS[args.precision]
+
+                def ours_low():
+                    with torch.autocast(device.type, dtype=low):
+                        return ours_den(x, sigma, cond=c, uncond=uncond)
+
+                results.append(compare(f"dit_infer_{args.precision}", ref_infer, ours_low, device, args.repeats))
         audio = 0.5 * torch.randn(1, 2, args.audio_latents * 2048, generator=gen).to(device)
 
         def seeded(fn):
@@ -193,16 +245,22 @@ def run(args: argparse.Namespace) -> list[dict]:
             return call
 
         if "ae_encode" in modes:
-            results.append(compare("ae_encode", seeded(lambda: ref.pretransform.encode(audio)),
-                                   seeded(lambda: ae.encode(audio, sample=True)), device, args.repeats))
+            ref_enc = seeded(lambda: ref.pretransform.encode(audio))
+            results.append(compare("ae_encode", ref_enc, seeded(lambda: ae.encode(audio, sample=True)), device,
+                                   args.repeats))
+            if args.ceiling:
+                add_ceiling(results[-1], ref_enc, device, results[-1]["ref_s"])
         if "ae_decode" in modes:
             z = torch.randn(1, d, args.audio_latents, generator=gen).to(device)
-            results.append(compare("ae_decode", lambda: ref.pretransform.decode(z), lambda: ae.decode(z), device,
-                                   args.repeats))
+            ref_dec = lambda: ref.pretransform.decode(z)  # noqa: E731
+            results.append(compare("ae_decode", ref_dec, lambda: ae.decode(z), device, args.repeats))
+            if args.ceiling:
+                add_ceiling(results[-1], ref_dec, device, results[-1]["ref_s"])
         if "generate" in modes:
             spec = SamplerSpec(sample_dpmpp_2m, steps=args.steps, sigma_min=0.3, sigma_max=500.0, rho=1.0,
                                cfg_scale=7.0)
-            pipe = Generator(ae, run_dit, cond, spec, window_latents=n, decode_chunk_latents=None, device=device)
+            pipe = Generator(ae, run_dit, cond, spec, window_latents=n, decode_chunk_latents=None, device=device,
+                             packed_gemm=args.packed_gemm)
 
             def ref_generate():
                 with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
@@ -212,6 +270,14 @@ def run(args: argparse.Namespace) -> list[dict]:
 
             results.append(compare("generate", ref_generate, lambda: pipe.generate(PROMPT, durations=seconds, seeds=5)[0],
                                    device, args.gen_repeats, warmup=1 if args.compile else 0))
+            if args.ceiling:
+                add_ceiling(results[-1], ref_generate, device, results[-1]["ref_s"])
+            if args.precision != "fp32":
+                low_pipe = Generator(ae, run_dit, cond, spec, window_latents=n, decode_chunk_latents=None,
+                                     device=device, precision=args.precision)
+                results.append(compare(f"generate_{args.precision}", ref_generate,
+                                       lambda: low_pipe.generate(PROMPT, durations=seconds, seeds=5)[0], device,
+                                       args.gen_repeats, warmup=0))
     return results
 
 
@@ -228,6 +294,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--gen-repeats", type=int, default=2, help="timed repetitions of the full generation")
     p.add_argument("--compile", action="store_true", help="torch.compile musicdiff's DiT and VAE (not parity-exact: "
                    "fused kernels round differently; compile time is not timed)")
+    p.add_argument("--no-packed-gemm", dest="packed_gemm", action="store_false",
+                   help="musicdiff's DiT without MKL packed-weight GEMMs during inference (CPU)")
+    p.add_argument("--ceiling", action="store_true", help="profile each workload once and print the kernel "
+                   "ceiling: SAT time / time of the GEMM, attention and convolution kernels")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="also time musicdiff's DiT under autocast at this precision (rows *_bf16/*_fp16; "
+                   "not equal outputs: their diff column shows by how much)")
     p.add_argument("--t5", default=None, help="local T5 directory (default: a random 768-wide T5)")
     p.add_argument("--only", nargs="*", default=None, help="subset: dit_train dit_infer ae_encode ae_decode generate")
     args = p.parse_args(argv)
@@ -235,13 +308,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results = run(args)
     print(f"\ndevice={args.device} threads={args.threads} size={args.size} latents={args.latents} "
           f"audio_latents={args.audio_latents} batch={args.batch} steps={args.steps} compile={args.compile} "
+          f"packed_gemm={args.packed_gemm} "
           f"torch={torch.__version__}")
     basis = "CPU time of the process" if args.device == "cpu" else "wall time"
     print(f"median {basis} over {args.repeats} alternating repeats (wall-clock medians in brackets)")
-    print(f"{'workload':<16}{'SAT s':>10}{'musicdiff s':>13}{'speed-up':>10}{'max rel diff':>14}   wall SAT / musicdiff")
+    print(f"{'workload':<18}{'SAT s':>10}{'musicdiff s':>13}{'speed-up':>10}{'max rel diff':>14}{'ceiling':>9}"
+          "   wall SAT / musicdiff")
     for r in results:
-        print(f"{r['name']:<16}{r['ref_s']:>10.3f}{r['ours_s']:>13.3f}{r['ratio']:>9.2f}x{r['diff']:>14.1e}"
+        ceiling = f"{r['ceiling']:>8.2f}x" if r["ceiling"] else f"{'':>9}"
+        print(f"{r['name']:<18}{r['ref_s']:>10.3f}{r['ours_s']:>13.3f}{r['ratio']:>9.2f}x{r['diff']:>14.1e}{ceiling}"
               f"   ({r['ref_wall']:.3f} / {r['ours_wall']:.3f})")
+    if args.ceiling:
+        print("ceiling: SAT time / time of the GEMM, attention and convolution kernels (for dit_train: of "
+              "musicdiff's step, SAT's recomputed forward excluded), i.e. the speed-up of an implementation that "
+              "issues the same kernels and spends nothing else")
     return results
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -97,6 +98,10 @@ def test_generate_is_deterministic_per_seed(pipeline, tmp_path):
     a, _ = sf.read(pipeline["generated"][0])
     b, _ = sf.read(again[0])
     assert (a == b).all()
+    cfg.paths.output_dir = str(tmp_path / "bf16")
+    cfg.precision = "bf16"  # autocast DiT: runs through the CLI, close to but not equal to fp32
+    c, _ = sf.read(generate(cfg)[0])
+    assert c.shape == a.shape and np.isfinite(c).all() and not (c == a).all()
 
 
 def test_generate_errors_are_clear(pipeline, tmp_path):
@@ -108,6 +113,9 @@ def test_generate_errors_are_clear(pipeline, tmp_path):
     base = [f"paths.output_dir={tmp_path}", f"paths.log_dir={tmp_path}", "logger=none"]
     with pytest.raises(CheckpointError, match="not found"):
         generate(compose_root("generate", ["checkpoint=/nonexistent/export", "prompt=x", *base]))
+    with pytest.raises(ValueError, match="precision must be one of"):
+        generate(compose_root("generate", [f"checkpoint={root / 'dit' / 'export'}", "prompt=x", "precision=fp64",
+                                           *base]))
     with pytest.raises(ValueError, match="maximum duration"):
         generate(compose_root("generate", [f"checkpoint={root / 'dit' / 'export'}", "prompt=x", "duration=60", *base]))
     bad = tmp_path / "bad.wav"

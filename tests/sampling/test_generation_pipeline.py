@@ -159,3 +159,29 @@ def test_with_real_dit_and_vdenoiser():
     assert [tuple(x.shape) for x in a] == [(2, 50), (2, 100)]
     torch.testing.assert_close(a[0], b[0])
     assert ae.chunked_calls == 4
+
+
+def _dit_generator(**kw):
+    from musicdiff.models.dit import DiffusionTransformer
+
+    ae = ShuffleAutoencoder(sample_rate=1000, io_channels=2, ratio=4)
+    torch.manual_seed(0)
+    dit = DiffusionTransformer(io_channels=ae.latent_dim, width=64, depth=2, num_heads=4,
+                               cond_token_dim=StubConditioner.cond_dim,
+                               global_cond_dim=StubConditioner.global_cond_dim).eval()
+    return Generator(ae, dit, StubConditioner(), _spec(steps=4), window_latents=16, decode_chunk_latents=None, **kw)
+
+
+def test_precision_and_packed_gemm():
+    ref = _dit_generator(packed_gemm=False).generate(["soft piano", "drums"], seeds=[0, 1])
+    packed = _dit_generator().generate(["soft piano", "drums"], seeds=[0, 1])
+    for a, b in zip(packed, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    for precision in ("bf16", "fp16"):
+        low = _dit_generator(precision=precision).generate(["soft piano", "drums"], seeds=[0, 1])
+        for a, b in zip(low, ref):
+            assert a.dtype == torch.float32 and torch.isfinite(a).all()
+            rel = float((a - b).abs().max() / b.abs().max())
+            assert 0 < rel < 0.1, (precision, rel)  # autocast really ran, at its precision's error
+    with pytest.raises(ValueError, match="precision must be one of"):
+        _dit_generator(precision="fp8")

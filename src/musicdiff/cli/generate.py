@@ -76,7 +76,8 @@ def build_generator(cfg: DictConfig, device: torch.device):
         m.to(device).eval()
     sampler = instantiate(cfg.sampler)
     return Generator(autoencoder, dit, conditioner, sampler, window_latents=window_latents,
-                     decode_chunk_latents=cfg.decode_chunk_latents, device=device)
+                     decode_chunk_latents=cfg.decode_chunk_latents, device=device,
+                     precision=cfg.get("precision", "fp32"), packed_gemm=cfg.get("packed_gemm", True))
 
 
 def _requests(cfg: DictConfig) -> list[GenerationRequest]:

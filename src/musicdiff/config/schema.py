@@ -68,6 +68,8 @@ class GenerateConfig:
     duration: Optional[float] = None  # seconds (seconds_total); default: the model's window
     window_seconds: Optional[float] = None  # model window; default: the training crop length
     decode_chunk_latents: Optional[int] = 128  # decode in chunks of this many latents (bounded memory)
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast precision of the DiT while sampling
+    packed_gemm: bool = True  # fp32 on CPU: MKL packed-weight GEMMs in the DiT while sampling
     num_samples: int = 1  # generations per prompt
     batch_size: int = 4
     seed: int = 0
@@ -160,6 +162,7 @@ class MemorizationConfig:
     duration: Optional[float] = None  # seconds per generation (default: the model window)
     window_seconds: Optional[float] = None  # model window (default: from the checkpoint's config)
     decode_chunk_latents: Optional[int] = 128  # chunked decoding
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast precision of the DiT while generating
     batch_size: int = 8  # generations per batch
     embed_batch_size: int = 32  # clips per embedding batch
     k: int = 3  # closest training items kept per generation

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 from torch.utils.checkpoint import checkpoint
 
+from musicdiff.models.autoencoder.polyphase import PolyphaseConvTranspose1d
 from musicdiff.models.autoencoder.snake import SnakeBeta
 from musicdiff.models.fast_paths import residual_add
 
@@ -34,8 +35,8 @@ def wn_conv1d(*args, **kwargs) -> nn.Module:
 
 
 def wn_conv_transpose1d(*args, **kwargs) -> nn.Module:
-    """A weight-normalised ``nn.ConvTranspose1d``."""
-    return weight_norm(nn.ConvTranspose1d(*args, **kwargs))
+    """A weight-normalised ``nn.ConvTranspose1d`` (in polyphase form for long inputs at inference)."""
+    return weight_norm(PolyphaseConvTranspose1d(*args, **kwargs))
 
 
 def activation(channels: int, use_snake: bool, inplace: bool = False) -> nn.Module:

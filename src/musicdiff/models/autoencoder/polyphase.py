@@ -1,0 +1,59 @@
+"""The decoder's upsampling transposed convolution as one ordinary convolution (inference).
+
+A transposed convolution with stride ``s``, kernel ``2s`` and padding ``s/2`` (every Oobleck
+decoder block) computes output sample ``m·s + r`` from input frames ``m`` and ``m - 1`` only, with
+taps ``r`` and ``r + s`` of its kernel. Its ``s`` output phases are therefore an ordinary
+kernel-2 convolution with ``s·C_out`` output channels (polyphase form), followed by interleaving
+the phases in time. PyTorch's CPU transposed convolution is several times slower than its
+ordinary convolution on long inputs, so without autograd :class:`PolyphaseConvTranspose1d` takes
+this route where the input is long compared with the kernel (there the weight rearrangement, done
+per call, is cheap): the same products, summed in another order (outputs within ~1e-6 relative).
+Autograd, ``torch.compile``, short inputs and other shapes take ``nn.ConvTranspose1d``'s own path.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["PolyphaseConvTranspose1d", "polyphase_conv_transpose1d"]
+
+
+def polyphase_conv_transpose1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                               stride: int) -> torch.Tensor:
+    """``F.conv_transpose1d(x, weight, bias, stride, padding=stride // 2)`` for kernel ``2·stride``
+    and even ``stride``, computed as a kernel-2 convolution over ``stride`` phases."""
+    s, h = stride, stride // 2
+    c_in, c_out, k = weight.shape
+    if k != 2 * s or s % 2 or x.ndim != 3 or x.shape[1] != c_in:
+        raise ValueError(f"needs kernel 2*stride, even stride and [B, {c_in}, L] input; got kernel {k}, "
+                         f"stride {s}, input {tuple(x.shape)}")
+    b, _, n = x.shape
+    # Output channel (o, r): tap 0 reads frame m - 1 with kernel tap r + s, tap 1 frame m with tap r.
+    w = torch.stack([weight[:, :, s:], weight[:, :, :s]], -1).permute(1, 2, 0, 3).reshape(c_out * s, c_in, 2)
+    phases = F.conv1d(x, w, None if bias is None else bias.repeat_interleave(s), padding=1)
+    phases = phases.view(b, c_out, s, n + 1)  # phase r of frame m (frames -1 .. n-1 shifted by one)
+    out = x.new_empty(b, c_out, n, s)
+    # The padding s/2 shifts the output by half a frame: output phase r' < s/2 is phase r' + s/2 of
+    # the same frame, r' >= s/2 is phase r' - s/2 of the next frame.
+    out[..., :h] = phases[:, :, h:, :n].transpose(2, 3)
+    out[..., h:] = phases[:, :, :h, 1:].transpose(2, 3)
+    return out.view(b, c_out, n * s)
+
+
+class PolyphaseConvTranspose1d(nn.ConvTranspose1d):
+    """``nn.ConvTranspose1d`` (same parameters and state dict) that runs in polyphase form without
+    autograd when the layer is an Oobleck upsampler and the input is long (see module docstring)."""
+
+    def _polyphase_applies(self, x: torch.Tensor) -> bool:
+        s = self.stride[0]
+        return (not torch.is_grad_enabled() and not torch.compiler.is_compiling() and x.ndim == 3
+                and self.groups == 1 and self.dilation == (1,) and self.output_padding == (0,)
+                and self.padding_mode == "zeros" and s % 2 == 0 and self.kernel_size == (2 * s,)
+                and self.padding == (s // 2,) and x.shape[-1] >= self.out_channels * self.kernel_size[0])
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if output_size is None and self._polyphase_applies(x):
+            return polyphase_conv_transpose1d(x, self.weight, self.bias, self.stride[0])
+        return super().forward(x, output_size)
