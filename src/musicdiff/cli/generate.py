@@ -9,13 +9,11 @@ Examples:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
 
 import hydra
-import soundfile as sf
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -25,6 +23,7 @@ from musicdiff.cli.common import pick_device, tracked_run
 from musicdiff.config.paths import config_dir
 from musicdiff.config.runtime import prepare_run
 from musicdiff.config.validate import validate_targets
+from musicdiff.sampling.outputs import FORMATS, GenerationWriter
 from musicdiff.sampling.requests import GenerationRequest, expand_requests, read_prompts_file
 from musicdiff.training.checkpoint import CheckpointError, exported_config, load_exported
 
@@ -93,22 +92,10 @@ def _load_conditioning_audio(path: str, gen) -> torch.Tensor:
     return load_audio(path, gen.sample_rate, gen.autoencoder.io_channels)
 
 
-def _write(path: Path, audio: torch.Tensor, sample_rate: int, fmt: str, req: GenerationRequest, digest: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    data = audio.detach().float().cpu().clamp(-1, 1).T.numpy()
-    with sf.SoundFile(tmp, "w", sample_rate, data.shape[1], format=fmt.upper(), subtype="PCM_16") as fh:
-        fh.title = req.prompt[:250]
-        fh.software = "musicdiff"
-        fh.comment = json.dumps({"prompt": req.prompt, "seed": req.seed, "duration": req.duration,
-                                 "negative_prompt": req.negative_prompt, "config_hash": digest})[:1000]
-        fh.write(data)
-    tmp.replace(path)
-
-
 def generate(cfg: DictConfig) -> list[Path]:
     """Generate every requested clip; returns the written audio paths (see module examples)."""
     validate_targets(cfg)
-    if cfg.format not in ("wav", "flac"):
+    if cfg.format not in FORMATS:
         raise ValueError(f"format must be wav or flac, got {cfg.format!r}")
     requests = _requests(cfg)
     device = pick_device(cfg.device)
@@ -129,18 +116,15 @@ def generate(cfg: DictConfig) -> list[Path]:
             keep[int(start * gen.sample_rate): int(end * gen.sample_rate)] = True
         extra["inpaint"] = InpaintRequest(audio, keep)
     written: list[Path] = []
-    manifest = out_dir / "generations.jsonl"
-    with tracked_run(cfg, run_dir, digest, "generate") as logger, open(manifest, "a") as mf:
+    writer = GenerationWriter(out_dir, gen.sample_rate, cfg.format, digest, append=True)
+    with tracked_run(cfg, run_dir, digest, "generate") as logger, writer:
         for lo in tqdm(range(0, len(requests), cfg.batch_size), desc="generate", unit="batch"):
             batch = requests[lo: lo + cfg.batch_size]
             audios = gen.generate([r.prompt for r in batch], durations=[r.duration or gen.max_duration for r in batch],
                                   seeds=[r.seed for r in batch], negative_prompts=[r.negative_prompt for r in batch]
                                   if any(r.negative_prompt for r in batch) else None, **extra)
             for j, (req, audio) in enumerate(zip(batch, audios)):
-                path = out_dir / f"{lo + j:05d}_seed{req.seed}.{cfg.format}"
-                _write(path, audio, gen.sample_rate, cfg.format, req, digest)
-                mf.write(json.dumps({"path": path.name, "prompt": req.prompt, "seed": req.seed,
-                                     "duration": audio.shape[-1] / gen.sample_rate, "config_hash": digest}) + "\n")
+                path = writer.write(f"{lo + j:05d}_seed{req.seed}", audio, req)
                 logger.log_audio(f"generate/{lo + j:05d}", audio, gen.sample_rate, 0)
                 if cfg.spectrograms:
                     from musicdiff.tracking.plots import save_figure, spectrogram_figure
@@ -148,7 +132,7 @@ def generate(cfg: DictConfig) -> list[Path]:
                     save_figure(spectrogram_figure(audio, gen.sample_rate, title=req.prompt[:80]),
                                 path.with_suffix(".png"))
                 written.append(path)
-        logger.log_artifact(manifest)
+        logger.log_artifact(writer.manifest)
     log.info("wrote %d clips to %s", len(written), out_dir)
     return written
 

@@ -37,6 +37,7 @@ from musicdiff.memorization.inputs import (
     MANIFEST, EmbeddingCache, embedding_key, folder_items, link_or_copy, training_items,
 )
 from musicdiff.memorization.repeats import find_repeats
+from musicdiff.sampling.outputs import GenerationWriter
 from musicdiff.sampling.requests import GenerationRequest, expand_requests, read_prompts_file
 
 log = logging.getLogger("musicdiff")
@@ -95,7 +96,6 @@ def _generate(cfg: DictConfig, requests: list[tuple[str, GenerationRequest]], ou
               digest: str) -> list[AudioItem]:
     """Generate every request with the checkpoint into ``out_dir`` (WAVs + generations.jsonl)."""
     from musicdiff.cli.generate import build_generator
-    from musicdiff.data.audio_io import save_audio
 
     gen_cfg = OmegaConf.create({
         "checkpoint": cfg.checkpoint, "autoencoder_checkpoint": cfg.autoencoder_checkpoint,
@@ -104,10 +104,9 @@ def _generate(cfg: DictConfig, requests: list[tuple[str, GenerationRequest]], ou
         "sampler": OmegaConf.to_container(cfg.sampler, resolve=True), "autoencoder": None, "dit": None,
         "conditioner": None})
     gen = build_generator(gen_cfg, pick_device(cfg.device))
-    out_dir.mkdir(parents=True, exist_ok=True)
     items: list[AudioItem] = []
     counts: Counter = Counter()
-    with open(out_dir / MANIFEST, "w", encoding="utf-8") as mf:
+    with GenerationWriter(out_dir, gen.sample_rate, "wav", digest, append=False) as writer:
         for lo in tqdm(range(0, len(requests), cfg.batch_size), desc="generate", unit="batch",
                        disable=not cfg.progress, dynamic_ncols=True):
             batch = requests[lo:lo + cfg.batch_size]
@@ -116,12 +115,9 @@ def _generate(cfg: DictConfig, requests: list[tuple[str, GenerationRequest]], ou
                                   negative_prompts=[r.negative_prompt for _, r in batch]
                                   if any(r.negative_prompt for _, r in batch) else None)
             for (split, r), audio in zip(batch, audios):
-                name = f"{split}_{counts[split]:05d}.wav"
+                path = writer.write(f"{split}_{counts[split]:05d}", audio, r, split=split)
                 counts[split] += 1
-                save_audio(out_dir / name, audio, gen.sample_rate)
-                mf.write(json.dumps({"path": name, "prompt": r.prompt, "seed": r.seed, "split": split,
-                                     "duration": audio.shape[-1] / gen.sample_rate, "config_hash": digest}) + "\n")
-                items.append(AudioItem(name, r.prompt, path=str(out_dir / name), split=split))
+                items.append(AudioItem(path.name, r.prompt, path=str(path), split=split))
     log.info("generated %s clips into %s", dict(counts), out_dir)
     return items
 

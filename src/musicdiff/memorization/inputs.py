@@ -26,10 +26,11 @@ import numpy as np
 
 from musicdiff.config.hashing import config_hash, to_plain
 from musicdiff.memorization.analysis import AudioItem
+from musicdiff.sampling.outputs import GENERATIONS_MANIFEST
 
 log = logging.getLogger("musicdiff.memorization")
 
-MANIFEST = "generations.jsonl"  # per-file records: path, prompt, seed, split
+MANIFEST = GENERATIONS_MANIFEST  # per-file records: path, prompt, seed, split (musicdiff.sampling.outputs)
 _EMBEDDER_RUNTIME_KEYS = ("device", "batch_size")  # do not change the embeddings
 
 
