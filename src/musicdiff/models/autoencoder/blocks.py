@@ -22,16 +22,17 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 from torch.utils.checkpoint import checkpoint
 
+from musicdiff.models.autoencoder.layout import LayoutConv1d, NearestUpsample1d
 from musicdiff.models.autoencoder.polyphase import PolyphaseConvTranspose1d
 from musicdiff.models.autoencoder.snake import SnakeBeta
-from musicdiff.models.fast_paths import residual_add
+from musicdiff.models.fast_paths import eager_inference, residual_add
 
 DILATIONS = (1, 3, 9)  # residual-unit dilations of every block (SA2 / DAC)
 
 
 def wn_conv1d(*args, **kwargs) -> nn.Module:
-    """A weight-normalised ``nn.Conv1d``."""
-    return weight_norm(nn.Conv1d(*args, **kwargs))
+    """A weight-normalised ``nn.Conv1d`` (that also runs NWC-layout inputs, see ``layout.py``)."""
+    return weight_norm(LayoutConv1d(*args, **kwargs))
 
 
 def wn_conv_transpose1d(*args, **kwargs) -> nn.Module:
@@ -73,6 +74,10 @@ class ResidualUnit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.checkpointing and self.training and torch.is_grad_enabled():
             return x + checkpoint(self.layers, x, use_reentrant=False)
+        act, conv, act2, pointwise = self.layers
+        if x.ndim == 4 and eager_inference() and isinstance(pointwise, LayoutConv1d) and pointwise.is_pointwise():
+            h = act(x)  # NWC inference (layout.py): the last conv writes into h, dead by then
+            return residual_add(x, pointwise(act2(conv(h)), out=h))  # (a module call: ZeRO-3 hooks run)
         return residual_add(x, self.layers(x))
 
 
@@ -90,12 +95,17 @@ class EncoderBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int, use_snake: bool = True,
                  checkpointing: bool = False) -> None:
         super().__init__()
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
         self.layers = nn.Sequential(
             *[ResidualUnit(in_channels, d, use_snake, checkpointing) for d in DILATIONS],
             activation(in_channels, use_snake, inplace=True),  # acts on the residual unit's output
             wn_conv1d(in_channels, out_channels, kernel_size=2 * stride, stride=stride,
                       padding=math.ceil(stride / 2)),
         )
+
+    def nwc_geometry(self, frames: int) -> tuple[int, int]:
+        """Channels and frames of the residual units (NWC layout choice, see ``layout.py``)."""
+        return self.in_channels, frames
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -119,9 +129,10 @@ class DecoderBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int, use_snake: bool = True,
                  checkpointing: bool = False, use_nearest_upsample: bool = False) -> None:
         super().__init__()
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
         if use_nearest_upsample:
             upsample: nn.Module = nn.Sequential(
-                nn.Upsample(scale_factor=stride, mode="nearest"),
+                NearestUpsample1d(stride),
                 wn_conv1d(in_channels, out_channels, kernel_size=2 * stride, stride=1, bias=False, padding="same"))
         else:
             upsample = wn_conv_transpose1d(in_channels, out_channels, kernel_size=2 * stride, stride=stride,
@@ -133,6 +144,10 @@ class DecoderBlock(nn.Module):
             upsample,
             *[ResidualUnit(out_channels, d, use_snake, checkpointing) for d in DILATIONS],
         )
+
+    def nwc_geometry(self, frames: int) -> tuple[int, int]:
+        """Channels and frames of the residual units (NWC layout choice, see ``layout.py``)."""
+        return self.out_channels, frames * self.stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)

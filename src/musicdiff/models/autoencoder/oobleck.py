@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from musicdiff.models.autoencoder.blocks import DecoderBlock, EncoderBlock, activation, wn_conv1d
+from musicdiff.models.autoencoder.layout import run_layers
 
 
 def _check(channels: int, c_mults: Sequence[int], strides: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -58,7 +59,7 @@ class OobleckEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encode ``x [B, C, T]`` (T a multiple of ``downsampling_ratio``)."""
-        return self.layers(x)
+        return run_layers(self.layers, x)
 
 
 class OobleckDecoder(nn.Module):
@@ -101,4 +102,4 @@ class OobleckDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Decode ``z [B, latent_dim, L]`` to ``[B, out_channels, L · upsampling_ratio]``."""
-        return self.layers(z)
+        return run_layers(self.layers, z)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PolyphaseConvTranspose1d", "polyphase_conv_transpose1d"]
+__all__ = ["PolyphaseConvTranspose1d", "polyphase_conv_transpose1d", "polyphase_conv_transpose1d_nwc"]
 
 
 def polyphase_conv_transpose1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -42,18 +42,46 @@ def polyphase_conv_transpose1d(x: torch.Tensor, weight: torch.Tensor, bias: torc
     return out.view(b, c_out, n * s)
 
 
+def polyphase_conv_transpose1d_nwc(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                                   stride: int) -> torch.Tensor:
+    """:func:`polyphase_conv_transpose1d` for a channels-last ``[B, C_in, 1, L]`` input (see
+    :mod:`musicdiff.models.autoencoder.layout`); returns ``[B, C_out, 1, L·stride]`` channels-last.
+
+    The phase-major channel order ``(r, o)`` makes the interleave two copies of contiguous runs."""
+    s, h = stride, stride // 2
+    c_in, c_out, k = weight.shape
+    if k != 2 * s or s % 2 or x.ndim != 4 or x.shape[1] != c_in or x.shape[2] != 1:
+        raise ValueError(f"needs kernel 2*stride, even stride and [B, {c_in}, 1, L] input; got kernel {k}, "
+                         f"stride {s}, input {tuple(x.shape)}")
+    b, n = x.shape[0], x.shape[-1]
+    w = torch.stack([weight[:, :, s:], weight[:, :, :s]], -1).permute(2, 1, 0, 3).reshape(s * c_out, c_in, 1, 2)
+    phases = F.conv2d(x, w, None if bias is None else bias.repeat(s), padding=(0, 1))
+    phases = phases.permute(0, 2, 3, 1).contiguous().view(b, n + 1, s, c_out)  # a view when channels-last
+    out = x.new_empty(b, n, s, c_out)
+    out[:, :, :h] = phases[:, :n, h:]
+    out[:, :, h:] = phases[:, 1:, :h]
+    return out.view(b, 1, n * s, c_out).permute(0, 3, 1, 2)
+
+
 class PolyphaseConvTranspose1d(nn.ConvTranspose1d):
     """``nn.ConvTranspose1d`` (same parameters and state dict) that runs in polyphase form without
     autograd when the layer is an Oobleck upsampler and the input is long (see module docstring)."""
 
     def _polyphase_applies(self, x: torch.Tensor) -> bool:
         s = self.stride[0]
-        return (not torch.is_grad_enabled() and not torch.compiler.is_compiling() and x.ndim == 3
+        return (not torch.is_grad_enabled() and not torch.compiler.is_compiling() and x.ndim in (3, 4)
                 and self.groups == 1 and self.dilation == (1,) and self.output_padding == (0,)
                 and self.padding_mode == "zeros" and s % 2 == 0 and self.kernel_size == (2 * s,)
                 and self.padding == (s // 2,) and x.shape[-1] >= self.out_channels * self.kernel_size[0])
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if output_size is None and self._polyphase_applies(x):
-            return polyphase_conv_transpose1d(x, self.weight, self.bias, self.stride[0])
+            poly = polyphase_conv_transpose1d_nwc if x.ndim == 4 else polyphase_conv_transpose1d
+            return poly(x, self.weight, self.bias, self.stride[0])
+        if x.ndim == 4:  # NWC layout (musicdiff.models.autoencoder.layout), as the equivalent 2-D op
+            if output_size is not None or self.padding_mode != "zeros":
+                raise ValueError("the NWC layout supports zero padding and no output_size only")
+            return F.conv_transpose2d(x, self.weight.unsqueeze(2), self.bias, stride=(1, self.stride[0]),
+                                      padding=(0, self.padding[0]), output_padding=(0, self.output_padding[0]),
+                                      groups=self.groups, dilation=(1, self.dilation[0]))
         return super().forward(x, output_size)
