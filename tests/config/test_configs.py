@@ -90,3 +90,19 @@ def test_unknown_keys_fail_clearly(compose_cfg):
     cfg = compose_cfg("train", ["+dit.widht=3"])
     with pytest.raises(ConfigError, match="Did you mean"):
         validate_targets(cfg)
+
+
+def test_generation_options_reach_the_generator(compose_cfg):
+    """``precision`` and ``packed_gemm`` of musicdiff-generate and musicdiff-memorization."""
+    from hydra.errors import ConfigCompositionException
+
+    from musicdiff.cli.generate import build_generator
+
+    cfg = compose_cfg("generate", ["precision=bf16", "packed_gemm=false", "window_seconds=0.5", "logger=none"])
+    gen = build_generator(cfg, torch.device("cpu"))
+    assert gen.precision == "bf16" and gen.packed_gemm is False
+    assert build_generator(compose_cfg("generate", ["window_seconds=0.5"]), torch.device("cpu")).packed_gemm is True
+    mem = compose_cfg("memorization", ["precision=fp16", "packed_gemm=false"])
+    assert mem.precision == "fp16" and mem.packed_gemm is False
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("generate", ["packed_gemm=maybe"])  # typed schema field

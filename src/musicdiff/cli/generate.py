@@ -76,7 +76,7 @@ def build_generator(cfg: DictConfig, device: torch.device):
     sampler = instantiate(cfg.sampler)
     return Generator(autoencoder, dit, conditioner, sampler, window_latents=window_latents,
                      decode_chunk_latents=cfg.decode_chunk_latents, device=device,
-                     precision=cfg.get("precision", "fp32"), packed_gemm=cfg.get("packed_gemm", True))
+                     precision=cfg.precision, packed_gemm=cfg.packed_gemm)
 
 
 def _requests(cfg: DictConfig) -> list[GenerationRequest]:

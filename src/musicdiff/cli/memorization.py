@@ -100,7 +100,7 @@ def _generate(cfg: DictConfig, requests: list[tuple[str, GenerationRequest]], ou
     gen_cfg = OmegaConf.create({
         "checkpoint": cfg.checkpoint, "autoencoder_checkpoint": cfg.autoencoder_checkpoint,
         "window_seconds": cfg.window_seconds, "decode_chunk_latents": cfg.decode_chunk_latents,
-        "precision": cfg.precision,
+        "precision": cfg.precision, "packed_gemm": cfg.packed_gemm,
         "sampler": OmegaConf.to_container(cfg.sampler, resolve=True), "autoencoder": None, "dit": None,
         "conditioner": None})
     gen = build_generator(gen_cfg, pick_device(cfg.device))

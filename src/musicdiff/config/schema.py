@@ -163,6 +163,7 @@ class MemorizationConfig:
     window_seconds: Optional[float] = None  # model window (default: from the checkpoint's config)
     decode_chunk_latents: Optional[int] = 128  # chunked decoding
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast precision of the DiT while generating
+    packed_gemm: bool = True  # fp32 on CPU: MKL packed-weight GEMMs in the DiT while generating
     batch_size: int = 8  # generations per batch
     embed_batch_size: int = 32  # clips per embedding batch
     k: int = 3  # closest training items kept per generation

@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 from musicdiff.models.autoencoder.layout import LayoutConv1d, NearestUpsample1d
 from musicdiff.models.autoencoder.polyphase import PolyphaseConvTranspose1d
 from musicdiff.models.autoencoder.snake import SnakeBeta
-from musicdiff.models.fast_paths import eager_inference, residual_add
+from musicdiff.models.fast_paths import residual_add
 
 DILATIONS = (1, 3, 9)  # residual-unit dilations of every block (SA2 / DAC)
 
@@ -74,9 +74,9 @@ class ResidualUnit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.checkpointing and self.training and torch.is_grad_enabled():
             return x + checkpoint(self.layers, x, use_reentrant=False)
-        act, conv, act2, pointwise = self.layers
-        if x.ndim == 4 and eager_inference() and isinstance(pointwise, LayoutConv1d) and pointwise.is_pointwise():
-            h = act(x)  # NWC inference (layout.py): the last conv writes into h, dead by then
+        if x.ndim == 4:  # NWC inference (layout.py): the pointwise conv writes into h, dead by then
+            act, conv, act2, pointwise = self.layers
+            h = act(x)
             return residual_add(x, pointwise(act2(conv(h)), out=h))  # (a module call: ZeRO-3 hooks run)
         return residual_add(x, self.layers(x))
 
