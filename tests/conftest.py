@@ -96,3 +96,20 @@ def data_env(_synthetic_audio_dir, tiny_latent_dir, monkeypatch):
     """Point the dataset configs at a small synthetic folder and its tiny-autoencoder latents."""
     monkeypatch.setenv("MUSICDIFF_AUDIO_DIR", str(_synthetic_audio_dir))
     monkeypatch.setenv("MUSICDIFF_LATENT_DIR", str(tiny_latent_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_paths(tmp_path_factory):
+    """The tiny pipeline trained once per session (tests/helpers/tiny_pipeline.py): export paths."""
+    from tests.helpers.tiny_pipeline import tiny_pipeline
+    from tests.helpers.trained_tiny import SESSION_DIR
+
+    return tiny_pipeline(tmp_path_factory.getbasetemp() / SESSION_DIR)
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tiny_pipeline_paths):
+    """The trained tiny autoencoder, DiT and conditioner in memory (tests/helpers/trained_tiny.py)."""
+    from tests.helpers.trained_tiny import load_trained_tiny
+
+    return load_trained_tiny(tiny_pipeline_paths)

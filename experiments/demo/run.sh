@@ -17,10 +17,10 @@ rm -rf "$OUT"
 echo "== 1/5 train the tiny autoencoder ($STEPS_AE steps)"
 musicdiff-train experiment=tiny_autoencoder "${DATA[@]}" trainer.max_steps="$STEPS_AE" hydra.run.dir="$OUT/autoencoder"
 echo "== 2/5 pre-encode the synthetic dataset into latent shards"
-musicdiff-encode autoencoder_checkpoint="$OUT/autoencoder/export" "${DATA[@]}" hydra.run.dir="$OUT/latents"
+musicdiff-encode autoencoder_from="$OUT/autoencoder/export" "${DATA[@]}" hydra.run.dir="$OUT/latents"
 echo "== 3/5 train the tiny DiT on the latents ($STEPS_DIT steps)"
 musicdiff-train experiment=tiny dataset=latents dataset.root="$OUT/latents/latents" dataset.window_seconds=1.0 \
-    init_autoencoder="$OUT/autoencoder/export" trainer.max_steps="$STEPS_DIT" hydra.run.dir="$OUT/dit"
+    autoencoder_from="$OUT/autoencoder/export" trainer.max_steps="$STEPS_DIT" hydra.run.dir="$OUT/dit"
 echo "== 4/5 generate"
 musicdiff-generate checkpoint="$OUT/dit/export" prompts_file=experiments/demo/prompts.txt sampler=dpmpp_2m \
     sampler.steps=25 sampler.cfg_scale=6 duration=1.0 spectrograms=true hydra.run.dir="$OUT/generate"

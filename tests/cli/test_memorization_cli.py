@@ -22,7 +22,7 @@ def tiny(tmp_path_factory):
     from hydra.utils import instantiate
 
     from musicdiff.data.synthetic import generate_synthetic_dataset
-    from musicdiff.training.checkpoint import export_modules
+    from musicdiff.pretrained import write_export
 
     root = tmp_path_factory.mktemp("memorization")
     generate_synthetic_dataset(root / "train", num_items=10, sample_rate=16000, seconds=1.0, seed=0)
@@ -31,7 +31,7 @@ def tiny(tmp_path_factory):
                                  f"paths.log_dir={root / 'outputs'}"])
     torch.manual_seed(0)
     modules = {g: instantiate(cfg[g]).eval() for g in ("autoencoder", "dit", "conditioner")}
-    export_modules(root / "export", modules, config=cfg)
+    write_export(root / "export", modules, config=cfg)
     manifest = json.loads((root / "train" / "metadata.json").read_text())
     return {"root": root, "train": root / "train", "export": root / "export",
             "captions": {e["path"]: e["caption"] for e in manifest}}

@@ -58,11 +58,11 @@ def test_tiny_pipeline_generates_the_prompted_pitch(tmp_path):
         "task.optimizer_generator.lr=2e-3", "trainer.max_steps=300", "trainer.batch_size=4",
         "dataset.window_seconds=0.5", "trainer.checkpoint_every=100000", f"paths.output_dir={tmp_path / 'ae'}",
         *DATA, *common]))
-    encode(compose_root("encode", [f"autoencoder_checkpoint={tmp_path / 'ae' / 'export'}", *DATA, "logger=none",
+    encode(compose_root("encode", [f"autoencoder_from={tmp_path / 'ae' / 'export'}", *DATA, "logger=none",
                                    f"paths.output_dir={tmp_path / 'latents'}", f"paths.log_dir={tmp_path / 'outputs'}"]))
     metrics = train(compose_root("train", [
         "experiment=tiny", "dataset=latents", f"dataset.root={tmp_path / 'latents' / 'latents'}",
-        "dataset.window_seconds=1.0", f"init_autoencoder={tmp_path / 'ae' / 'export'}", "trainer.max_steps=800",
+        "dataset.window_seconds=1.0", f"autoencoder_from={tmp_path / 'ae' / 'export'}", "trainer.max_steps=800",
         "trainer.checkpoint_every=100000", f"paths.output_dir={tmp_path / 'dit'}", *common]))
     assert metrics["skipped_nonfinite"] == 0
 

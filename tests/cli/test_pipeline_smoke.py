@@ -32,12 +32,12 @@ def pipeline(tmp_path_factory):
 
     from musicdiff.cli.encode import encode
 
-    enc_cfg = compose_root("encode", [f"autoencoder_checkpoint={root / 'ae' / 'export'}", "dataset.num_items=6",
+    enc_cfg = compose_root("encode", [f"autoencoder_from={root / 'ae' / 'export'}", "dataset.num_items=6",
                                       f"paths.output_dir={root / 'latents'}", f"paths.log_dir={root / 'outputs'}"])
     out["encode"] = encode(enc_cfg)
 
     dit_cfg = compose_root("train", ["experiment=tiny", "dataset=latents", f"dataset.root={root / 'latents' / 'latents'}",
-                                     "dataset.window_seconds=1.0", f"init_autoencoder={root / 'ae' / 'export'}",
+                                     "dataset.window_seconds=1.0", f"autoencoder_from={root / 'ae' / 'export'}",
                                      "trainer.max_steps=4", "trainer.batch_size=2", f"paths.output_dir={root / 'dit'}",
                                      *common])
     out["dit_metrics"] = train(dit_cfg)
@@ -99,7 +99,7 @@ def test_generate_is_deterministic_per_seed(pipeline, tmp_path):
     b, _ = sf.read(again[0])
     assert (a == b).all()
     cfg.paths.output_dir = str(tmp_path / "bf16")
-    cfg.precision = "bf16"  # autocast DiT: runs through the CLI, close to but not equal to fp32
+    cfg.generator.precision = "bf16"  # autocast DiT: runs through the CLI, close to but not equal to fp32
     c, _ = sf.read(generate(cfg)[0])
     assert c.shape == a.shape and np.isfinite(c).all() and not (c == a).all()
 
@@ -114,7 +114,7 @@ def test_generate_errors_are_clear(pipeline, tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         generate(compose_root("generate", ["checkpoint=/nonexistent/export", "prompt=x", *base]))
     with pytest.raises(ValueError, match="precision must be one of"):
-        generate(compose_root("generate", [f"checkpoint={root / 'dit' / 'export'}", "prompt=x", "precision=fp64",
+        generate(compose_root("generate", [f"checkpoint={root / 'dit' / 'export'}", "prompt=x", "generator.precision=fp64",
                                            *base]))
     with pytest.raises(ValueError, match="maximum duration"):
         generate(compose_root("generate", [f"checkpoint={root / 'dit' / 'export'}", "prompt=x", "duration=60", *base]))

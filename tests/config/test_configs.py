@@ -98,11 +98,11 @@ def test_generation_options_reach_the_generator(compose_cfg):
 
     from musicdiff.cli.generate import build_generator
 
-    cfg = compose_cfg("generate", ["precision=bf16", "packed_gemm=false", "window_seconds=0.5", "logger=none"])
+    cfg = compose_cfg("generate", ["generator.precision=bf16", "generator.packed_gemm=false", "generator.window_seconds=0.5", "logger=none"])
     gen = build_generator(cfg, torch.device("cpu"))
     assert gen.precision == "bf16" and gen.packed_gemm is False
-    assert build_generator(compose_cfg("generate", ["window_seconds=0.5"]), torch.device("cpu")).packed_gemm is True
-    mem = compose_cfg("memorization", ["precision=fp16", "packed_gemm=false"])
-    assert mem.precision == "fp16" and mem.packed_gemm is False
+    assert build_generator(compose_cfg("generate", ["generator.window_seconds=0.5"]), torch.device("cpu")).packed_gemm is True
+    mem = compose_cfg("memorization", ["generator.precision=fp16", "generator.packed_gemm=false"])
+    assert mem.generator.precision == "fp16" and mem.generator.packed_gemm is False
     with pytest.raises(ConfigCompositionException):
-        compose_cfg("generate", ["packed_gemm=maybe"])  # typed schema field
+        compose_cfg("generate", ["generator.packed_gemm=maybe"])  # typed schema field

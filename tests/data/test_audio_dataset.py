@@ -169,3 +169,67 @@ def test_collate_errors():
         collate([item, {**item, "audio": torch.zeros(2, 11), "padding_mask": torch.ones(11, dtype=torch.bool)}])
     with pytest.raises(ValueError, match="exactly one"):
         collate([{"prompt": "x"}])
+
+
+class _StrictHandler:
+    """A log handler writing UTF-8 strictly (as a log file does); records what it could not write."""
+
+    def __init__(self):
+        import io
+        import logging
+
+        self.failed: list = []
+        self.stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+        outer = self
+
+        class Handler(logging.StreamHandler):
+            def handleError(self, record):  # noqa: N802 - logging API
+                outer.failed.append(record)
+
+        self.handler = Handler(self.stream)
+
+    def __enter__(self):
+        import logging
+
+        logging.getLogger("musicdiff").addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc):
+        import logging
+
+        logging.getLogger("musicdiff").removeHandler(self.handler)
+        self.stream.flush()
+        self.text = self.stream.buffer.getvalue().decode("utf-8")
+
+
+def test_broken_sidecar_is_a_counted_warning_not_an_empty_prompt(tmp_path, write_tone, caplog):
+    """Issue 13: `{"caption": "x",}` used to be ignored and the prompt silently became empty."""
+    write_tone(tmp_path / "good.wav")
+    (tmp_path / "good.json").write_text(json.dumps({"caption": "warm pads"}))
+    write_tone(tmp_path / "broken.wav")
+    (tmp_path / "broken.json").write_text('{"caption": "calm piano",}')
+    write_tone(tmp_path / "plain.wav")  # no sidecar at all: fine, no caption
+    with caplog.at_level("WARNING", logger="musicdiff.data"):
+        ds = AudioFolderDataset(tmp_path, SR, 1, 0.5, prompt_builder=PromptBuilder(caption_prob=1.0))
+    assert [p.name for p in ds.files] == ["good.wav", "plain.wav"] and ds.skipped == {"bad_metadata": 1}
+    assert any("broken.json: invalid JSON sidecar" in r.getMessage() for r in caplog.records)
+    assert ds[0]["prompt"] == "warm pads" and ds[1]["prompt"] == ""
+
+
+def test_non_utf8_file_names_are_read(tmp_path, write_tone):
+    """Issue 13: a Latin-1 file name was skipped as "unreadable" with a logging traceback."""
+    import os
+
+    write_tone(tmp_path / "x.wav", freq=440.0)
+    os.rename(tmp_path / "x.wav", os.path.join(os.fsencode(tmp_path), b"caf\xe9.wav"))
+    with open(os.path.join(os.fsencode(tmp_path), b"caf\xe9.json"), "w") as fh:
+        fh.write(json.dumps({"caption": "latin-1 name"}))
+    with open(os.path.join(os.fsencode(tmp_path), b"bad\xff.wav"), "wb") as fh:
+        fh.write(b"garbage" * 100)  # unreadable: its skip warning must print
+    with _StrictHandler() as log:
+        ds = AudioFolderDataset(tmp_path, SR, 1, 0.5, prompt_builder=PromptBuilder(caption_prob=1.0))
+    assert len(ds) == 1 and ds.skipped == {"unreadable": 1} and not log.failed
+    assert "bad\\xff.wav: unreadable" in log.text
+    item = ds[0]
+    assert item["prompt"] == "latin-1 name" and 400 < dominant_frequency(item["audio"][0], SR) < 480
+    assert os.fsencode(ds.relpath(0)) == b"caf\xe9.wav"

@@ -74,7 +74,8 @@ def test_encode_writes_shards_and_resumes(folder, tmp_path):
     out = tmp_path / "latents"
     stub = StubAutoencoder()
     summary = encode_dataset(folder, stub, out, shard_size=2, batch_size=2, progress=False)
-    assert summary == {"encoded": 5, "already_done": 0, "items": 5, "shards": 3, "skipped": {"unreadable": 1}}
+    assert summary == {"encoded": 5, "already_done": 0, "items": 5, "shards": 3, "skipped": {"unreadable": 1},
+                       "normalised": 0}
     assert sorted(p.name for p in out.iterdir()) == ["index.json"] + [f"shard_0000{i}.{e}" for i in range(3)
                                                                        for e in ("jsonl", "safetensors")]
     ds = AudioFolderDataset(folder, SR, 2, 1.0)
@@ -183,3 +184,34 @@ def test_latent_dataset_errors_and_missing_shards(latent_dir, tmp_path):
     (latent_dir / "shard_00000.safetensors").unlink()
     with pytest.raises(ValueError, match="no usable latents"):
         LatentShardDataset(latent_dir, SR, 2, 1.0)
+
+
+def test_encode_and_training_share_the_full_scale_rule(tmp_path):
+    """Issue 13: float audio above full scale went into the latents as is (here 4x) while training clamped it.
+
+    Now both scale the file by 1 / its peak: the latents are those of the scaled audio, the training
+    crops are slices of the same scaled audio, and both count the file.
+    """
+    root = tmp_path / "audio"
+    root.mkdir()
+    t = np.arange(SR, dtype=np.float32) / SR
+    level = np.where(t < 0.5, 2.0, 4.0).astype(np.float32)  # the crop [0, 0.5 s) peaks at 2, the file at 4
+    hot = np.stack([level * np.sin(2 * np.pi * 220 * t), 0.5 * level * np.sin(2 * np.pi * 330 * t)], axis=1)
+    sf.write(str(root / "hot.wav"), hot, SR, subtype="FLOAT")
+    sf.write(str(root / "ok.wav"), 0.1 * hot, SR, subtype="PCM_16")
+    stub = StubAutoencoder()
+    summary = encode_dataset(root, stub, tmp_path / "latents", progress=False)
+    assert summary["normalised"] == 1 and summary["encoded"] == 2
+    got = _all_latents(tmp_path / "latents")
+    peak = float(np.abs(hot).max())
+    scaled = torch.from_numpy(hot.T.copy()) / peak
+    assert torch.allclose(got["hot.wav"][0], stub.encode(scaled[None])[0], atol=1e-6)
+    assert got["hot.wav"][1]["gain"] == pytest.approx(1 / peak)
+    assert "gain" not in got["ok.wav"][1]
+    for validate in (True, False):  # peak found at construction, or on first use
+        ds = AudioFolderDataset(root, SR, 2, 0.5, random_crop=False, validate=validate)
+        i = ds.files.index(root / "hot.wav")
+        assert torch.allclose(ds.load_full(i), scaled)
+        crop = ds[i]["audio"]
+        assert torch.allclose(crop, scaled[:, : SR // 2])  # the whole file's gain, not clamped
+        assert ds.normalised == 1

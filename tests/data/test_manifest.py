@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from musicdiff.data.manifest import find_manifest, normalize_relpath, read_manifest, sidecar_metadata
+from musicdiff.data.manifest import (
+    MetadataError, find_manifest, normalize_relpath, read_manifest, sidecar_metadata,
+)
 
 ENTRIES = [
     {"path": "./a/one.wav", "caption": "calm piano", "genre": "ambient", "bpm": "90"},
@@ -56,6 +58,14 @@ def test_errors(tmp_path):
 def test_sidecar(tmp_path):
     (tmp_path / "song.json").write_text(json.dumps({"caption": "sidecar caption", "genre": None}))
     assert sidecar_metadata(tmp_path / "song.wav") == {"caption": "sidecar caption"}
-    (tmp_path / "junk.json").write_text("{")
-    assert sidecar_metadata(tmp_path / "junk.wav") == {}
     assert sidecar_metadata(tmp_path / "none.wav") == {}
+    # a broken sidecar is an error naming it (it used to become an empty prompt without a word)
+    (tmp_path / "junk.json").write_text("{")
+    with pytest.raises(MetadataError, match=r"junk\.json: invalid JSON sidecar"):
+        sidecar_metadata(tmp_path / "junk.wav")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(MetadataError, match=r"list\.json: sidecar must hold a JSON object"):
+        sidecar_metadata(tmp_path / "list.wav")
+    (tmp_path / "latin1.json").write_bytes(b'{"caption": "caf\xe9"}')
+    with pytest.raises(MetadataError, match=r"latin1\.json: unreadable sidecar"):
+        sidecar_metadata(tmp_path / "latin1.wav")

@@ -1,4 +1,4 @@
-"""Load the stable-audio-tools reference (SAT) for parity tests, or skip when it is not installed.
+"""Load the stable-audio-tools reference (SAT) for parity tests; missing, a skip locally, a failure on CI.
 
 SAT's model modules import ``torchaudio`` (no wheel matches the CPU torch used here) and the full
 ``k_diffusion`` package (torchvision, scikit-image ...); :mod:`musicdiff.reference.sat_reference`
@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import types
 
-import pytest
-
 from musicdiff.reference.sat_reference import ReferenceUnavailable, load_stable_audio_tools
+from tests.helpers import skip_or_fail
 
 
 def load_sat() -> types.ModuleType:
-    """Return the ``stable_audio_tools`` package; skip the calling test (module) when it is missing."""
+    """Return the ``stable_audio_tools`` package; missing, skip the calling test (module), or fail if ``CI=true``."""
     try:
         return load_stable_audio_tools()
     except ReferenceUnavailable as exc:
-        pytest.skip(f"reference package unavailable: {exc}", allow_module_level=True)
+        skip_or_fail(f"stable-audio-tools reference unavailable: {exc}")
+        raise  # unreachable: skip_or_fail always raises
 
 
 def randomize_(module, seed: int = 0) -> None:

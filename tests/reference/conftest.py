@@ -3,8 +3,11 @@ and one reduced-size Stable Audio Open model in SAT with its musicdiff conversio
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from tests.helpers.stable_audio_tools import load_sat, randomize_
 
@@ -54,3 +57,14 @@ def small_pair(sat, t5_768):
         ours[name] = instantiate(groups[name]).eval()
         ours[name].load_state_dict(tensors[name], strict=True)
     return sat_model, ours, groups, config
+
+
+@pytest.fixture()
+def sat_release(small_pair, tmp_path):
+    """The reduced model written like the Stable Audio Open release."""
+    sat_model, _, _, config = small_pair
+    root = tmp_path / "stable-audio-open-small"
+    root.mkdir()
+    save_file({k: v.contiguous() for k, v in sat_model.state_dict().items()}, str(root / "model.safetensors"))
+    (root / "model_config.json").write_text(json.dumps(config, indent=4))
+    return root

@@ -13,20 +13,9 @@ import json
 import pytest
 import soundfile as sf
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from tests.reference.conftest import WINDOW_LATENTS
-
-
-@pytest.fixture()
-def sat_release(small_pair, tmp_path):
-    """The reduced model written like the Stable Audio Open release."""
-    sat_model, _, _, config = small_pair
-    root = tmp_path / "stable-audio-open-small"
-    root.mkdir()
-    save_file({k: v.contiguous() for k, v in sat_model.state_dict().items()}, str(root / "model.safetensors"))
-    (root / "model_config.json").write_text(json.dumps(config, indent=4))
-    return root
 
 
 def test_import_then_generate_matches_reference(sat_release, small_pair, t5_768, tmp_path, compose_cfg):
@@ -40,7 +29,7 @@ def test_import_then_generate_matches_reference(sat_release, small_pair, t5_768,
     assert sorted(p.name for p in out.glob("*.safetensors")) == ["autoencoder.safetensors", "conditioner.safetensors",
                                                                  "dit.safetensors"]
     overrides = [f"checkpoint={out}", "prompt=orchestral film score", "sampler=dpmpp_2m", "sampler.steps=4",
-                 "logger=none", "decode_chunk_latents=null", "seed=11"]
+                 "logger=none", "generator.decode_chunk_latents=null", "seed=11"]
     cfg = compose_cfg("generate", overrides)
     gen = build_generator(cfg, torch.device("cpu"))
     assert gen.window_latents == WINDOW_LATENTS

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -131,18 +130,3 @@ class ShuffleAutoencoder(nn.Module):
         hop = chunk_size - overlap
         parts = [self.decode(latents[..., i : i + hop]) for i in range(0, latents.shape[-1], hop)]
         return torch.cat(parts, dim=-1)
-
-
-class PoolAutoencoder(ShuffleAutoencoder):
-    """Lossy cheap 'autoencoder' with a large ratio and small latent dim (for long-form tests)."""
-
-    def __init__(self, sample_rate: int = 44100, io_channels: int = 1, ratio: int = 2048, latent_dim: int = 4):
-        super().__init__(sample_rate, io_channels, ratio)
-        self.latent_dim = latent_dim
-
-    def encode(self, audio, sample: bool = True):
-        pooled = F.avg_pool1d(audio, self.downsampling_ratio)
-        return pooled.repeat(1, self.latent_dim // self.io_channels, 1)
-
-    def decode(self, latents):
-        return torch.tanh(latents[:, : self.io_channels]).repeat_interleave(self.downsampling_ratio, dim=-1)

@@ -43,3 +43,85 @@ def test_append_overwrite_and_errors(tmp_path):
         GenerationWriter(tmp_path, 10, "mp3")
     with pytest.raises(RuntimeError, match="outside its `with` block"):
         GenerationWriter(tmp_path, 10).write("b", audio, req)
+
+
+def _records(out_dir):
+    return [json.loads(line) for line in (out_dir / GENERATIONS_MANIFEST).read_text().splitlines()]
+
+
+def _assert_consistent(out_dir, n):
+    """Every record names its own file, whose metadata holds the record's prompt and seed; no stray files."""
+    records = _records(out_dir)
+    assert len(records) == n and len({r["path"] for r in records}) == n
+    for r in records:
+        with sf.SoundFile(out_dir / r["path"]) as fh:
+            meta = json.loads(fh.comment)
+        assert (meta["prompt"], meta["seed"]) == (r["prompt"], r["seed"])
+        level = float(r["prompt"].split()[-1])  # each clip's constant level is named by its prompt
+        assert abs(sf.read(out_dir / r["path"])[0].mean() - level) < 1e-3
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted([r["path"] for r in records] + [GENERATIONS_MANIFEST])
+
+
+def test_second_run_into_the_same_folder_keeps_the_first(tmp_path):
+    """Issue 13: a second run used to overwrite `00000_seed0.wav` while the manifest kept both records."""
+    for run, level in enumerate((0.25, -0.5)):
+        with GenerationWriter(tmp_path, 100, "wav", digest=f"run{run}") as w:
+            for i in range(3):
+                path = w.write(f"{i:05d}_seed0", torch.full((1, 50), level), GenerationRequest(f"run{run} {level}", seed=i))
+                assert path.name == (f"{i:05d}_seed0.wav" if run == 0 else f"{i:05d}_seed0-1.wav")
+    _assert_consistent(tmp_path, 6)
+
+
+def _concurrent_writer(out_dir, level, barrier):
+    barrier.wait()
+    with GenerationWriter(out_dir, 100, "wav") as w:
+        for i in range(25):
+            w.write(f"{i:05d}_seed{i}", torch.full((1, 400), level), GenerationRequest(f"p {level}", seed=i))
+
+
+def test_two_concurrent_writers_share_a_folder(tmp_path):
+    """Two processes writing the same stems into one folder: 50 clips, 50 records, each pointing at its clip."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")  # forked: no second torch import
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_concurrent_writer, args=(tmp_path, level, barrier)) for level in (0.25, -0.5)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    _assert_consistent(tmp_path, 50)
+
+
+def test_long_prompt_keeps_metadata_valid(tmp_path):
+    """A prompt longer than the comment limit used to cut the JSON mid-string, losing seed and config hash."""
+    prompt = "ambient drone with slowly evolving pads, " * 100 + "é\"\\"
+    with GenerationWriter(tmp_path, 100, "wav", digest="cafe") as w:
+        path = w.write("long", torch.zeros(1, 10), GenerationRequest(prompt, seed=2**40, negative_prompt="n" * 3000))
+    with sf.SoundFile(path) as fh:
+        meta = json.loads(fh.comment)
+    assert meta["seed"] == 2**40 and meta["config_hash"] == "cafe" and meta["truncated"] is True
+    assert prompt.startswith(meta["prompt"]) and len(meta["prompt"]) > 100
+    assert _records(tmp_path)[0]["prompt"] == prompt  # the manifest keeps the full prompt
+
+
+def test_disk_full_names_the_file_and_leaves_no_temp(tmp_path):
+    """A write that runs out of space (here: the file-size limit) raises one OSError naming the clip."""
+    import resource
+    import signal
+
+    audio = 0.1 * torch.randn(2, 20000)
+    with GenerationWriter(tmp_path, 8000, "wav") as w:
+        w.write("ok", audio[:, :100], GenerationRequest("fits", seed=0))
+        old_limit, old_handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, old_limit[1]))
+        try:
+            with pytest.raises(OSError, match=r"cannot write generated clip .*big\.wav") as info:
+                w.write("big", audio, GenerationRequest("too big", seed=1))
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+            signal.signal(signal.SIGXFSZ, old_handler)
+    assert len(str(info.value).splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ok.wav", GENERATIONS_MANIFEST])
+    assert [r["path"] for r in _records(tmp_path)] == ["ok.wav"]

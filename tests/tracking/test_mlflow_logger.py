@@ -41,3 +41,41 @@ def test_null_logger_is_noop(tmp_path):
     logger.log_audio("a", torch.zeros(2, 10), 8000, 0)
     logger.finish()
     assert logger.run_id is None
+
+
+def test_read_only_store_is_one_clear_line(tmp_path, caplog):
+    """Issue 13: a read-only store gave MLflow's logged SQL traceback, then an unrelated AttributeError."""
+    import os
+
+    import pytest
+
+    from musicdiff.tracking import TrackingError
+
+    import sqlite3
+
+    store = tmp_path / "store"
+    store.mkdir()
+    db = store / "mlflow.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE experiments (name TEXT)")  # an existing store, opened read-only below
+    con.commit()
+    con.close()
+    before = db.read_bytes()
+    read_only = MLflowLogger(tracking_uri=f"sqlite:///file:{db}?mode=ro&uri=true", experiment="new")
+    with caplog.at_level("INFO"), pytest.raises(TrackingError) as info:
+        read_only.start(tmp_path, {"a": 1})
+    message = str(info.value)
+    assert message.startswith(f"MLflow store {db} cannot be written (attempt to write a readonly database)")
+    assert "logger.store_dir=" in message and len(message.splitlines()) == 1
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback logged on the way
+    assert db.read_bytes() == before
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TrackingError, match=r"MLflow store .*file/sub cannot be created"):
+        MLflowLogger(store_dir=str(tmp_path / "file" / "sub")).start(tmp_path, {})
+    if os.geteuid() != 0:  # permissions do not bind root
+        os.chmod(store, 0o555)
+        try:
+            with pytest.raises(TrackingError, match=rf"MLflow store {store} is read-only"):
+                MLflowLogger(store_dir=str(store)).start(tmp_path, {})
+        finally:
+            os.chmod(store, 0o755)

@@ -124,16 +124,6 @@ def test_mismatched_module_gives_clear_error(tmp_path):
         ckpt.load_checkpoint(path, {"m": nn.Linear(3, 3)})
 
 
-def test_export_and_load_exported(tmp_path):
-    m = _model()
-    out = ckpt.export_modules(tmp_path / "export", {"dit": m}, {"dit": {"width": 4}}, "h")
-    m2 = ckpt.load_exported(out, "dit", _model(seed=5))
-    assert all(torch.equal(a, b) for a, b in zip(m.parameters(), m2.parameters()))
-    assert ckpt.exported_config(out).dit.width == 4
-    with pytest.raises(ckpt.CheckpointError, match="not found"):
-        ckpt.load_exported(out, "autoencoder", _model())
-
-
 def test_clean_staging_restores_an_interrupted_replacement(tmp_path):
     """Leftovers of killed saves: a staging dir is deleted; the previous copy of a checkpoint that
     was being replaced (killed between the two renames) is put back."""

@@ -130,3 +130,75 @@ def test_stop_signal_checkpoints_then_chains_the_previous_handler(tmp_path):
     assert not (tmp_path / "export").exists()
     resumed = _trainer(checkpoint_every=0)
     assert resumed.fit(ToyTask(), ToyData(), run_dir=tmp_path)["stopped"] == 0.0 and resumed.step == 60
+
+
+class ProbeTask(ToyTask):
+    """ToyTask that records, per optimiser step, the loss, the reference gradient (plain autograd, no
+    scaling), the gradient the backward pass really produced (through a hook), and the weights."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.losses, self.true_grads, self.raw_grads, self.before, self.after = [], [], [], [], []
+        self._hooked = []
+        self.net.weight.register_hook(lambda g: self._hooked.append(g.detach().clone()))
+
+    def training_step(self, batch, step, ctx):
+        y = torch.tensor([float(m["prompt"]) for m in batch["metadata"]])
+        loss = ((self.net(batch["audio"]).squeeze(-1) - y) ** 2).mean()
+        params = list(self.net.parameters())
+        self.true_grads.append([g.detach().float() for g in torch.autograd.grad(loss, params, retain_graph=True)])
+        self._hooked.clear()
+        self.before.append([p.detach().clone() for p in params])
+        ctx.backward_step("main", loss)
+        self.raw_grads.append(self._hooked[-1])  # the weight gradient as the backward pass produced it
+        self.after.append([p.detach().clone() for p in params])
+        self.losses.append(loss.item())
+        return {"loss": loss.item()}
+
+
+def test_grad_clip_applies_the_clipped_gradient(tmp_path):
+    """grad_clip=0.5 with gradients ~20x larger: every SGD update is -lr * g * clip/|g| (the update's
+    global norm is exactly lr * clip), and the logged grad_norm is the pre-clip norm."""
+    import json
+
+    clip, lr = 0.5, 0.05
+    task = ProbeTask(lr=lr)
+    _trainer(max_steps=4, grad_clip=clip, log_every=1, checkpoint_every=0).fit(task, ToyData(), run_dir=tmp_path)
+    logged = [json.loads(line)["grad_norm/main"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(task.true_grads) == len(logged) == 4
+    for g, before, after, norm in zip(task.true_grads, task.before, task.after, logged):
+        total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in g]))
+        assert total > 10 * clip  # clipping is active
+        assert norm == pytest.approx(float(total), rel=1e-5)
+        coef = clip / (float(total) + 1e-6)
+        for gi, b, a in zip(g, before, after):
+            torch.testing.assert_close(a, b - lr * coef * gi, rtol=1e-5, atol=1e-7)
+        step = torch.linalg.vector_norm(torch.cat([(b - a).flatten() for b, a in zip(before, after)]))
+        assert float(step) == pytest.approx(lr * clip, rel=1e-4)
+
+
+def test_fp16_matches_fp32_and_the_grad_scaler_scales_then_unscales(tmp_path):
+    """fp16 autocast + GradScaler vs fp32 on the same batches: losses agree to fp16 rounding; the
+    backward pass sees gradients multiplied by the loss scale (2^16), and the optimiser applies the
+    unscaled ones (weights after each step agree with the fp32 run)."""
+    from accelerate.state import AcceleratorState
+
+    ref, half = ProbeTask(lr=0.1), ProbeTask(lr=0.1)
+    # batch 64: the scaled loss's fp16 output gradients, 2^16 * 2 (f(x) - y) / 64, stay below fp16's max
+    _trainer(max_steps=4, batch_size=64, checkpoint_every=0).fit(ref, ToyData(), run_dir=tmp_path / "fp32")
+    AcceleratorState._reset_state(reset_partial_state=True)  # the process-wide state holds one precision
+    try:
+        tr = _trainer(max_steps=4, batch_size=64, checkpoint_every=0, mixed_precision="fp16")
+        tr.fit(half, ToyData(), run_dir=tmp_path / "fp16")
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    scale = tr.scaler.get_scale()
+    assert scale == 2.0**16 and tr.scaler.is_enabled()  # initial scale, no overflow back-off in 4 steps
+    assert half.losses == pytest.approx(ref.losses, rel=5e-3)
+    assert ref.losses[-1] < 0.5 * ref.losses[0]  # the steps move the weights
+    assert len(half.raw_grads) == len(half.true_grads) == 4
+    for raw, true in zip(half.raw_grads, half.true_grads):
+        torch.testing.assert_close(raw / scale, true[0], rtol=5e-3, atol=1e-5)  # scaled backward
+    for a_half, a_ref in zip(half.after, ref.after):
+        for p, q in zip(a_half, a_ref):
+            torch.testing.assert_close(p, q, rtol=5e-3, atol=5e-4)  # unscaled update

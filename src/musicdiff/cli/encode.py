@@ -1,8 +1,8 @@
 """`musicdiff-encode`: pre-encode a dataset into latent shards for DiT training (resumable).
 
 Examples:
-    musicdiff-encode autoencoder_checkpoint=outputs/demo/autoencoder/export
-    musicdiff-encode autoencoder_checkpoint=... dataset=audio_dir dataset.root=/data/music out_dir=/data/latents
+    musicdiff-encode autoencoder_from=outputs/demo/autoencoder/export
+    musicdiff-encode autoencoder_from=exports/stable-audio-open-1.0 dataset=audio_dir dataset.root=/data/music
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from omegaconf import DictConfig, open_dict
 from musicdiff.cli.common import pick_device, tracked_run
 from musicdiff.config.paths import config_dir
 from musicdiff.config.runtime import prepare_run
-from musicdiff.training.checkpoint import CheckpointError, exported_config, load_exported
+from musicdiff.pretrained import PretrainedError, load_pretrained
 
 log = logging.getLogger("musicdiff")
 
@@ -25,27 +25,28 @@ def encode(cfg: DictConfig) -> dict:
     """Encode every usable file of ``cfg.dataset`` with the autoencoder; returns the summary."""
     from musicdiff.data.encode import encode_dataset
 
-    if cfg.autoencoder_checkpoint:
-        trained = exported_config(cfg.autoencoder_checkpoint)
+    if cfg.autoencoder_from:
+        pre = load_pretrained(cfg.autoencoder_from, parts=("autoencoder",))
         with open_dict(cfg):
-            cfg.autoencoder = trained.autoencoder  # the architecture the weights were trained with
+            cfg.autoencoder = pre.config.autoencoder  # the architecture the weights were trained with
+        autoencoder = pre.autoencoder
     elif not cfg.allow_random_init:
-        raise CheckpointError("autoencoder_checkpoint=<autoencoder export dir> is required "
+        raise PretrainedError("autoencoder_from=<export dir | checkpoint | SAT checkpoint> is required "
                               "(allow_random_init=true encodes with random weights, for tests only)")
     run_dir, digest = prepare_run(cfg)
     with tracked_run(cfg, run_dir, digest, "encode") as logger:
-        autoencoder = instantiate(cfg.autoencoder)
-        if cfg.autoencoder_checkpoint:
-            load_exported(cfg.autoencoder_checkpoint, "autoencoder", autoencoder)
+        if not cfg.autoencoder_from:
+            autoencoder = instantiate(cfg.autoencoder)
         autoencoder.to(pick_device(cfg.device)).eval()
         dataset = instantiate(cfg.dataset)
         summary = encode_dataset(dataset, autoencoder, cfg.out_dir, shard_size=cfg.shard_size,
                                  batch_size=cfg.batch_size, chunked=cfg.chunked, seed=cfg.seed)
         skipped = summary.get("skipped", {})
         logger.log_metrics({"encode/encoded": summary.get("encoded", 0), "encode/items": summary.get("items", 0),
+                            "encode/normalised": summary.get("normalised", 0),
                             **{f"encode/skipped_{k}": v for k, v in skipped.items()}}, 0)
-    log.info("encoded %s new files (%s already done) into %s; skipped %s", summary.get("encoded"),
-             summary.get("already_done"), cfg.out_dir, skipped)
+    log.info("encoded %s new files (%s already done) into %s; skipped %s; scaled down to full scale %s",
+             summary.get("encoded"), summary.get("already_done"), cfg.out_dir, skipped, summary.get("normalised", 0))
     return summary
 
 

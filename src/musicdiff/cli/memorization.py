@@ -44,17 +44,13 @@ log = logging.getLogger("musicdiff")
 
 
 def _use_checkpoint_autoencoder(cfg: DictConfig) -> None:
-    """Take the autoencoder group from the checkpoint, so the dataset follows the model's rate."""
-    from musicdiff.training.checkpoint import CheckpointError, exported_config
+    """Take the autoencoder group from the model, so the dataset follows the model's rate and channels."""
+    from musicdiff.pretrained import model_config
 
-    path = Path(cfg.checkpoint)
-    if not path.is_dir():
-        raise CheckpointError(f"checkpoint={path} not found: pass the export dir of a musicdiff-train run "
-                              f"(<run_dir>/export)")
-    trained = exported_config(path)
-    if trained.get("autoencoder") is not None:
+    groups = model_config(cfg.autoencoder_from or cfg.checkpoint)
+    if groups.get("autoencoder") is not None:
         with open_dict(cfg):
-            cfg.autoencoder = trained.autoencoder
+            cfg.autoencoder = groups.autoencoder
 
 
 def _training_embeddings(cfg: DictConfig, embedder, items: list[AudioItem], emb_dir: Path):
@@ -95,15 +91,9 @@ def _requests(cfg: DictConfig, in_prompts: list[str]) -> list[tuple[str, Generat
 def _generate(cfg: DictConfig, requests: list[tuple[str, GenerationRequest]], out_dir: Path,
               digest: str) -> list[AudioItem]:
     """Generate every request with the checkpoint into ``out_dir`` (WAVs + generations.jsonl)."""
-    from musicdiff.cli.generate import build_generator
+    from musicdiff.pretrained.generator import build_generator
 
-    gen_cfg = OmegaConf.create({
-        "checkpoint": cfg.checkpoint, "autoencoder_checkpoint": cfg.autoencoder_checkpoint,
-        "window_seconds": cfg.window_seconds, "decode_chunk_latents": cfg.decode_chunk_latents,
-        "precision": cfg.precision, "packed_gemm": cfg.packed_gemm,
-        "sampler": OmegaConf.to_container(cfg.sampler, resolve=True), "autoencoder": None, "dit": None,
-        "conditioner": None})
-    gen = build_generator(gen_cfg, pick_device(cfg.device))
+    gen = build_generator(cfg, pick_device(cfg.device))
     items: list[AudioItem] = []
     counts: Counter = Counter()
     with GenerationWriter(out_dir, gen.sample_rate, "wav", digest, append=False) as writer:

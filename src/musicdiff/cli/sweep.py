@@ -2,8 +2,11 @@
 
 Examples:
     musicdiff-sweep checkpoint=outputs/demo/dit/export n_trials=8
-    musicdiff-sweep study_name=cfg_steps 'search_space={sampler.cfg_scale: {type: float, low: 1, high: 9}}'
-Re-running the same command resumes the study (sqlite storage under the output root).
+    musicdiff-sweep study_name=cfg_only '~search_space' '+search_space={sampler.cfg_scale: {type: float, low: 1, high: 9}}'
+    musicdiff-sweep kind=python objective_fn=mypkg.trials:run n_trials=20   # your own trial runner
+Re-running the same command resumes the study (sqlite storage under the output root); starting the
+same command several times (or as a SLURM array) adds workers that share its ``n_trials`` budget.
+(``search_space=...`` merges into the default space; ``~search_space +search_space=...`` replaces it.)
 """
 
 from __future__ import annotations

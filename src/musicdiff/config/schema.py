@@ -27,12 +27,23 @@ class PathsConfig:
 
 
 @dataclass
+class GeneratorConfig:
+    """How the inference entry points generate (the ``generator`` node of generate and memorization)."""
+
+    window_seconds: Optional[float] = None  # model window; default: the training crop length recorded with the model
+    decode_chunk_latents: Optional[int] = 128  # decode in chunks of this many latents (bounded memory)
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast precision of the DiT while sampling
+    packed_gemm: bool = True  # fp32 on CPU: MKL packed-weight GEMMs in the DiT while sampling
+
+
+@dataclass
 class TrainConfig:
     """Root of ``conf/train.yaml``."""
 
     task: Any = MISSING
     autoencoder: Any = MISSING
     dit: Any = None
+    adapter: Any = None  # adapter fine-tuning (conf/adapter/*)
     conditioner: Any = None
     diffusion: Any = None
     sampler: Any = None
@@ -44,7 +55,8 @@ class TrainConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     run_name: str = "train"  # MLflow run name
     seed: int = 0  # global seed (torch, numpy, python, data order)
-    init_autoencoder: Optional[str] = None  # exported autoencoder dir/checkpoint to load (diffusion task)
+    init_from: Optional[str] = None  # fine-tune: export | checkpoints/step_* | SAT checkpoint to start from
+    autoencoder_from: Optional[str] = None  # take the (frozen) autoencoder from this export/checkpoint/SAT file
     objective: str = "loss"  # metric returned to sweepers (lower is better)
 
 
@@ -60,16 +72,14 @@ class GenerateConfig:
     logger: Any = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     run_name: str = "generate"
-    checkpoint: Optional[str] = None  # exported model dir (or checkpoint dir) from musicdiff-train
-    autoencoder_checkpoint: Optional[str] = None  # exported autoencoder dir if not in `checkpoint`
+    checkpoint: Optional[str] = None  # model: export dir | checkpoints/step_* dir | SAT model.safetensors/.ckpt
+    autoencoder_from: Optional[str] = None  # take the autoencoder from this source instead
+    adapters: list = field(default_factory=list)  # ["adapter.safetensors:scale", ...] stacked on the DiT
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     prompt: Optional[str] = None  # single prompt
     prompts_file: Optional[str] = None  # one prompt per line, or CSV/JSON with prompt,duration,seed
     negative_prompt: Optional[str] = None
     duration: Optional[float] = None  # seconds (seconds_total); default: the model's window
-    window_seconds: Optional[float] = None  # model window; default: the training crop length
-    decode_chunk_latents: Optional[int] = 128  # decode in chunks of this many latents (bounded memory)
-    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast precision of the DiT while sampling
-    packed_gemm: bool = True  # fp32 on CPU: MKL packed-weight GEMMs in the DiT while sampling
     num_samples: int = 1  # generations per prompt
     batch_size: int = 4
     seed: int = 0
@@ -108,7 +118,7 @@ class EncodeConfig:
     logger: Any = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     run_name: str = "encode"
-    autoencoder_checkpoint: Optional[str] = None  # exported autoencoder dir (required unless random init is OK)
+    autoencoder_from: Optional[str] = None  # the autoencoder: export | checkpoint | SAT file (required unless random init is OK)
     allow_random_init: bool = False  # encode with random weights (tests/demo only)
     out_dir: str = "${paths.output_dir}/latents"  # where shards go
     shard_size: int = 256  # items per shard
@@ -125,14 +135,20 @@ class SweepConfig:
     logger: Any = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     run_name: str = "sweep"
-    kind: str = "generate_eval"  # generate_eval (generate + evaluate per trial) | train
+    kind: str = "generate_eval"  # generate_eval (generate + evaluate per trial) | train | python
+    objective_fn: Optional[str] = None  # kind=python: "package.module:function" trial runner
     checkpoint: Optional[str] = None  # generate_eval: the model export dir to sweep over
     study_name: str = "musicdiff"
     storage: str = "sqlite:///${paths.log_dir}/optuna.db"  # RDB storage: resumable, shared by workers
     direction: str = "minimize"
     n_trials: int = 8  # total finished trials wanted (a resumed study runs only the rest)
     n_jobs: int = 1  # parallel trials in this process (more workers: more processes, same storage)
-    seed: int = 0
+    seed: int = 0  # base of every worker's TPE seed (mixed with worker identity and trials so far)
+    worker_id: Optional[str] = None  # worker identity for its seed (default: SLURM array task, else host-pid)
+    heartbeat_interval: Optional[int] = 60  # seconds between a running trial's heartbeats (null: off)
+    grace_period: Optional[int] = None  # seconds without heartbeat before a trial is failed (null: 2x interval)
+    max_retries: Optional[int] = 2  # re-runs of a trial whose worker died (null: unlimited)
+    max_consecutive_failures: int = 3  # a worker stops after this many failed trials in a row (0: never)
     objective: str = "fd_mel"  # metric key returned by the trial runner
     search_space: Any = field(default_factory=dict)
     base_overrides: list = field(default_factory=list)  # overrides of every trial's config
@@ -151,8 +167,10 @@ class MemorizationConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     run_name: str = "memorization"
     seed: int = 0  # generation seeds and the order of the filling training captions
-    checkpoint: Optional[str] = None  # model export dir to generate from
-    autoencoder_checkpoint: Optional[str] = None  # exported autoencoder dir if not in `checkpoint`
+    checkpoint: Optional[str] = None  # model to generate from: export | checkpoints/step_* | SAT file
+    autoencoder_from: Optional[str] = None  # take the autoencoder from this source instead
+    adapters: list = field(default_factory=list)  # ["adapter.safetensors:scale", ...] stacked on the DiT
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     generated_dir: Optional[str] = None  # analyse this folder of generated audio instead of generating
     generated_prompts: Optional[str] = None  # prompts of generated_dir files (default: its generations.jsonl)
     ood_prompts_file: Optional[str] = None  # out-of-distribution prompts (one per line, CSV, JSON, JSONL)
@@ -160,10 +178,6 @@ class MemorizationConfig:
     max_out_of_distribution: Optional[int] = None  # cap on prompts read from ood_prompts_file
     num_samples: int = 1  # generations per prompt
     duration: Optional[float] = None  # seconds per generation (default: the model window)
-    window_seconds: Optional[float] = None  # model window (default: from the checkpoint's config)
-    decode_chunk_latents: Optional[int] = 128  # chunked decoding
-    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast precision of the DiT while generating
-    packed_gemm: bool = True  # fp32 on CPU: MKL packed-weight GEMMs in the DiT while generating
     batch_size: int = 8  # generations per batch
     embed_batch_size: int = 32  # clips per embedding batch
     k: int = 3  # closest training items kept per generation

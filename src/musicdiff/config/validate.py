@@ -1,16 +1,24 @@
-"""Check every ``_target_`` node of a config against the signature of its target.
+"""Check a composed config against its schema and the signatures of its ``_target_`` nodes.
 
 Hydra only rejects unknown keys given on the command line; a misspelt key in a YAML file (or one
 added with ``+key=``) would otherwise reach the constructor as a confusing ``TypeError`` much later,
-possibly after a long model build. This walks the config once at start and fails with the full
-key path and a "did you mean" hint.
+possibly after a long model build. Likewise a value of the wrong type (``trainer.max_steps=abc``)
+would only fail inside the constructor. This walks the config once at start and fails with one
+line naming the key path: unknown keys of structured (dataclass) nodes and of ``_target_`` nodes
+get a "did you mean" hint; values are checked against the target's annotations where that is
+cheap (``int``, ``float``, ``bool``, ``str``, ``Literal``, ``Optional``/unions of those; anything
+else is left to the constructor).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
-from typing import Any, Iterator
+import sys
+import types
+import typing
+from typing import Any, Iterator, Literal, Union
 
 from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -39,15 +47,99 @@ def _walk(node: Any, path: str) -> Iterator[tuple[str, DictConfig]]:
             yield from _walk(child, f"{path}[{i}]")
 
 
+def _walk_structured(node: Any, path: str) -> Iterator[tuple[str, DictConfig, type]]:
+    """Every DictConfig node backed by a dataclass schema (the root configs, ``paths`` ...)."""
+    if not isinstance(node, DictConfig) or node._is_none() or node._is_missing():
+        return
+    schema = OmegaConf.get_type(node)
+    if schema is not None and dataclasses.is_dataclass(schema):
+        yield path, node, schema
+    for key in node.keys():
+        if not OmegaConf.is_missing(node, key):
+            yield from _walk_structured(node._get_node(key), f"{path}.{key}" if path else str(key))
+
+
+def _unknown_key(path: str, key: Any, valid: list[str], owner: str) -> ConfigError:
+    hint = difflib.get_close_matches(str(key), valid, n=1)
+    extra = f" Did you mean '{hint[0]}'?" if hint else ""
+    name = f"{path}.{key}" if path else str(key)
+    return ConfigError(f"Unknown config key '{name}': {owner} accepts {sorted(valid)}.{extra}")
+
+
+def _hints(fn: Any) -> dict[str, Any]:
+    """Evaluated parameter annotations of ``fn`` (a class: its ``__init__``); unresolvable ones are left out."""
+    func = fn.__init__ if isinstance(fn, type) else fn
+    try:
+        return typing.get_type_hints(func)
+    except Exception:  # noqa: BLE001 - names imported only for type checking: evaluate one by one
+        pass
+    hints = {}
+    namespace = {**vars(typing), **vars(sys.modules.get(getattr(func, "__module__", ""), typing))}
+    for name, ann in getattr(func, "__annotations__", {}).items():
+        try:
+            hints[name] = eval(ann, namespace) if isinstance(ann, str) else ann  # noqa: S307 - annotations only
+        except Exception:  # noqa: BLE001 - leave this one to the constructor
+            continue
+    return hints
+
+
+def _accepts(tp: Any, value: Any) -> bool | None:
+    """Whether ``value`` fits annotation ``tp``: True/False for cheap types, None when not checked."""
+    if tp is Any:
+        return True
+    origin = typing.get_origin(tp)
+    if origin is Union or (hasattr(types, "UnionType") and origin is types.UnionType):
+        verdicts = [_accepts(arm, value) for arm in typing.get_args(tp)]
+        return True if any(v is True for v in verdicts) else (None if None in verdicts else False)
+    if origin is Literal:
+        return value in typing.get_args(tp)
+    if tp is type(None):
+        return value is None
+    if tp in (int, float, bool, str):
+        if value is None:
+            return False
+        if tp is float:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        if tp is int:
+            return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, tp)
+    return None
+
+
+def _check_value(path: str, key: str, node: DictConfig, param: inspect.Parameter, tp: Any, target: str) -> None:
+    if OmegaConf.is_interpolation(node, key) or OmegaConf.is_missing(node, key):
+        return
+    child = node._get_node(key)
+    value = child if isinstance(child, (DictConfig, ListConfig)) and not child._is_none() else child._value()
+    if value is None and param.default is None:
+        return
+    if _accepts(tp, value) is False:
+        shown = "a mapping" if isinstance(value, DictConfig) else "a list" if isinstance(value, ListConfig) \
+            else repr(value)
+        name = getattr(tp, "__name__", None) if typing.get_origin(tp) is None else None
+        raise ConfigError(f"Config value {path}.{key}={shown} has the wrong type: {target} expects "
+                          f"{name or str(tp).replace('typing.', '')}")
+
+
 def validate_targets(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` if any ``_target_`` node has keys its callable does not accept.
+    """Raise :class:`ConfigError` for an unknown key or a value of the wrong type, before anything is built.
+
+    Checks (1) the keys of every structured (dataclass-schema) node, which Hydra's ``+key=value``
+    can extend, (2) the keys of every ``_target_`` node against its callable's signature, and
+    (3) those keys' values against the callable's annotations where cheap (see the module doc).
 
     Args:
         cfg: a composed config (interpolations need not be resolved).
 
     Raises:
-        ConfigError: naming the key path, the target and the closest valid key.
+        ConfigError: one line naming the key path, the target and the closest valid key or the
+            expected type.
     """
+    for path, node, schema in _walk_structured(cfg, ""):
+        fields = [f.name for f in dataclasses.fields(schema)]
+        for key in node.keys():
+            if key not in fields:
+                raise _unknown_key(path, key, fields, f"the {schema.__name__} schema")
     for path, node in _walk(cfg, ""):
         target = node._get_node("_target_")._value()
         try:
@@ -62,11 +154,12 @@ def validate_targets(cfg: DictConfig) -> None:
         if any(p.kind == p.VAR_KEYWORD for p in params.values()):
             continue
         valid = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        hints = None
         for key in node.keys():
-            if key in _HYDRA_KEYS or key in valid:
+            if key in _HYDRA_KEYS:
                 continue
-            hint = difflib.get_close_matches(str(key), valid, n=1)
-            extra = f" Did you mean '{hint[0]}'?" if hint else ""
-            raise ConfigError(
-                f"Unknown config key '{path}.{key}': {target} accepts {sorted(valid)}.{extra}"
-            )
+            if key not in valid:
+                raise _unknown_key(path, key, valid, str(target))
+            hints = _hints(fn) if hints is None else hints
+            if key in hints:
+                _check_value(path, str(key), node, params[key], hints[key], str(target))

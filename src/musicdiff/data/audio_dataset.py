@@ -7,9 +7,15 @@ window with a padding mask, and labelled with the SA2 timing conditioning (Evans
 (integers, returned as floats). Prompts come from the metadata via :class:`PromptBuilder`.
 
 Files are checked once at construction (header plus a quick decode: unreadable, empty,
-non-finite, silent or too short files are skipped, logged and counted in ``self.skipped``);
+non-finite, silent or too short files, and files whose ``<name>.json`` sidecar is broken
+(``bad_metadata``), are skipped, logged and counted in ``self.skipped``);
 a file that fails later, when read, is also counted and another item is returned instead. Only
 a folder with no usable audio at all is an error.
+
+Float (and lossy) files whose peak exceeds full scale are scaled by ``1 / peak`` of the whole file
+(:func:`~musicdiff.data.audio_io.full_scale_gain`, the rule ``musicdiff-encode`` shares through
+:meth:`AudioFolderDataset.load_full`); each is logged once and counted in ``self.normalised``.
+Nothing is clamped (a resampled file may overshoot 1.0 by the resampler's ripple).
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ import torch
 from torch.utils.data import Dataset
 
 from musicdiff.data.audio_io import (
-    AUDIO_EXTENSIONS, AudioInfo, AudioLoadError, audio_info, is_silent, load_audio, resampled_length,
+    AUDIO_EXTENSIONS, AudioInfo, AudioLoadError, audio_info, display_path, file_peak, full_scale_gain, is_silent,
+    load_audio, resampled_length,
 )
-from musicdiff.data.manifest import find_manifest, normalize_relpath, read_manifest, sidecar_metadata
+from musicdiff.data.manifest import MetadataError, find_manifest, normalize_relpath, read_manifest, sidecar_metadata
 from musicdiff.data.prompts import PromptBuilder
 
 log = logging.getLogger("musicdiff.data")
@@ -125,6 +132,7 @@ class AudioFolderDataset(EpochSeededItems, Dataset):
         self.silence_threshold_db, self.max_retries = float(silence_threshold_db), int(max_retries)
         self.prompt_builder = prompt_builder if prompt_builder is not None else PromptBuilder()
         self.skipped: Counter[str] = Counter()
+        self.gains: dict[int, float] = {}  # file index -> full-scale gain, for the files checked so far
         self.set_epoch(0)
 
         manifest_path = self._manifest_path(manifest)
@@ -140,17 +148,26 @@ class AudioFolderDataset(EpochSeededItems, Dataset):
 
         self.files: list[Path] = []
         self.infos: list[AudioInfo] = []
+        self._metadata: list[dict[str, Any]] = []
         for path in candidates:
             try:
-                info = self._check(path, validate)
-            except AudioLoadError as e:
-                self.skipped[e.reason] += 1
+                info, peak = self._check(path, validate)
+                entry = self.manifest.get(normalize_relpath(path.relative_to(self.root)))
+                metadata = dict(entry) if entry is not None else sidecar_metadata(path)
+            except (AudioLoadError, MetadataError) as e:
+                reason = e.reason if isinstance(e, AudioLoadError) else "bad_metadata"
+                self.skipped[reason] += 1
                 log.warning("skipping %s", e)
                 continue
             self.files.append(path)
             self.infos.append(info)
+            self._metadata.append(metadata)
+            if peak is not None:
+                self._set_gain(len(self.files) - 1, peak)
         if self.skipped:
             log.warning("%s: %d usable files, skipped %s", self.root, len(self.files), dict(self.skipped))
+        if self.normalised:
+            log.warning("%s: %d files above full scale are scaled by 1/peak", self.root, self.normalised)
         if not self.files:
             raise ValueError(f"no usable audio in {self.root}: {len(candidates)} candidate files with extensions "
                              f"{sorted(exts)}, skipped {dict(self.skipped) or 'none'}")
@@ -166,12 +183,13 @@ class AudioFolderDataset(EpochSeededItems, Dataset):
             raise FileNotFoundError(f"manifest not found: {manifest} (looked in the cwd and {self.root})")
         return path
 
-    def _check(self, path: Path, validate: bool) -> AudioInfo:
+    def _check(self, path: Path, validate: bool) -> tuple[AudioInfo, float | None]:
+        """Header (and, if ``validate``, decode) check; returns the info and the file's peak if known."""
         info = audio_info(path)
         if info.duration < self.min_seconds:
             raise AudioLoadError(path, "too_short", f"{info.duration:.2f} s < {self.min_seconds} s")
         if not validate:
-            return info
+            return info, None
         # Decode the whole file if short, else three probes (start, middle, end), at the file's rate.
         probe = int(_PROBE_SECONDS * info.sample_rate)
         if info.duration <= _FULL_CHECK_SECONDS:
@@ -179,13 +197,35 @@ class AudioFolderDataset(EpochSeededItems, Dataset):
         else:
             spans = [(0, probe), ((info.frames - probe) // 2, (info.frames + probe) // 2),
                      (info.frames - probe, info.frames)]
-        silent = True
+        silent, peak = True, 0.0
         for start, stop in spans:
             audio = load_audio(path, info.sample_rate, info.channels, start, stop - start, info=info)
             silent = silent and is_silent(audio, self.silence_threshold_db)
+            peak = max(peak, float(audio.abs().max())) if audio.numel() else peak
         if self.skip_silent and silent:
             raise AudioLoadError(path, "silent", f"peak below {self.silence_threshold_db} dBFS")
-        return info
+        if not info.may_exceed_full_scale:
+            return info, 0.0  # integer PCM decodes into [-1, 1)
+        return info, peak if len(spans) == 1 else file_peak(path, info)
+
+    def _set_gain(self, idx: int, peak: float) -> float:
+        gain = self.gains[idx] = full_scale_gain(peak)
+        if gain < 1.0:
+            log.warning("%s peaks at %.3g (%+.1f dBFS), above full scale: scaled by 1/peak",
+                        display_path(self.files[idx]), peak, 20 * math.log10(peak))
+        return gain
+
+    def gain(self, idx: int) -> float:
+        """The full-scale gain of file ``idx`` (see the module doc); computed on first use if not checked yet."""
+        if idx in self.gains:
+            return self.gains[idx]
+        info = self.infos[idx]
+        return self._set_gain(idx, file_peak(self.files[idx], info) if info.may_exceed_full_scale else 0.0)
+
+    @property
+    def normalised(self) -> int:
+        """Number of files checked so far that were scaled down to full scale."""
+        return sum(g < 1.0 for g in self.gains.values())
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -196,9 +236,8 @@ class AudioFolderDataset(EpochSeededItems, Dataset):
         return normalize_relpath(self.files[idx].relative_to(self.root))
 
     def metadata(self, idx: int) -> dict[str, Any]:
-        """Metadata fields of file ``idx`` (manifest entry, else a ``<stem>.json`` sidecar)."""
-        entry = self.manifest.get(self.relpath(idx))
-        return dict(entry) if entry is not None else sidecar_metadata(self.files[idx])
+        """Metadata fields of file ``idx`` (manifest entry, else a ``<stem>.json`` sidecar), read at construction."""
+        return dict(self._metadata[idx])
 
     def num_frames(self, idx: int) -> int:
         """Length of file ``idx`` in frames at the model's sample rate."""
@@ -206,9 +245,15 @@ class AudioFolderDataset(EpochSeededItems, Dataset):
         return resampled_length(info.frames, info.sample_rate, self.sample_rate)
 
     def load_full(self, idx: int) -> torch.Tensor:
-        """The whole file ``idx`` as ``[channels, T]`` at the model's rate (raises AudioLoadError)."""
-        return load_audio(self.files[idx], self.sample_rate, self.channels, multichannel=self.multichannel,
-                          info=self.infos[idx])
+        """The whole file ``idx`` as ``[channels, T]`` at the model's rate, full-scale rule applied.
+
+        Raises:
+            AudioLoadError: the file cannot be read (any more).
+        """
+        audio = load_audio(self.files[idx], self.sample_rate, self.channels, multichannel=self.multichannel,
+                           info=self.infos[idx])
+        gain = self.gain(idx)
+        return audio if gain == 1.0 else audio * gain
 
     def timing(self, offset: int, total_frames: int) -> tuple[float, float]:
         """SA2 timing labels ``(seconds_start, seconds_total)`` of a crop at ``offset`` frames."""
@@ -224,7 +269,7 @@ class AudioFolderDataset(EpochSeededItems, Dataset):
             raise AudioLoadError(self.files[idx], "silent_crop", f"offset {offset}")
         n = crop.shape[1]
         audio = torch.zeros(self.channels, self.window_frames)
-        audio[:, :n] = crop.clamp(-1.0, 1.0)
+        audio[:, :n] = crop * self.gain(idx)
         mask = torch.zeros(self.window_frames, dtype=torch.bool)
         mask[:n] = True
         seconds_start, seconds_total = self.timing(offset, total)

@@ -9,11 +9,18 @@ whole file and slicing it (stable-audio-tools decodes and resamples whole files 
 
 Bad files raise :class:`AudioLoadError`, whose ``reason`` (``unreadable``, ``empty``,
 ``non_finite`` ...) is what the datasets count in their ``skipped`` dictionaries.
+
+Paths are handed to libsndfile as bytes (``os.fsencode``), so file names that are not valid UTF-8
+are read like any other; messages show such names with ``\\xNN`` escapes (:func:`display_path`).
+
+Audio above full scale (float files, lossy decoders' overshoot) follows one rule, shared by the
+training dataset and ``musicdiff-encode``: see :func:`full_scale_gain`.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,12 +38,20 @@ _ITU_51 = np.array(  # ITU-R BS.775 5.1 -> stereo (L R C LFE Ls Rs), LFE dropped
 )
 
 
+_INT_SUBTYPES = ("PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "ALAC_16", "ALAC_20", "ALAC_24", "ALAC_32")
+
+
+def display_path(path: str | Path) -> str:
+    """``path`` as printable text: bytes that are not UTF-8 appear as ``\\xNN`` (never breaks a log handler)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 class AudioLoadError(ValueError):
     """An audio file cannot be used; ``reason`` is a short key for skip counters."""
 
     def __init__(self, path: str | Path, reason: str, detail: str = "") -> None:
         self.path, self.reason = str(path), reason
-        super().__init__(f"{path}: {reason}" + (f" ({detail})" if detail else ""))
+        super().__init__(f"{display_path(path)}: {reason}" + (f" ({detail})" if detail else ""))
 
 
 @dataclass(frozen=True)
@@ -47,11 +62,57 @@ class AudioInfo:
     sample_rate: int
     channels: int
     format: str
+    subtype: str = ""  # libsndfile subtype (PCM_16, FLOAT, VORBIS ...)
 
     @property
     def duration(self) -> float:
         """Length in seconds."""
         return self.frames / self.sample_rate
+
+    @property
+    def may_exceed_full_scale(self) -> bool:
+        """False for integer PCM, which decodes into [-1, 1); True for float and lossy encodings."""
+        return self.subtype.upper() not in _INT_SUBTYPES
+
+
+def full_scale_gain(peak: float) -> float:
+    """The gain musicdiff applies to a file whose samples peak at ``peak`` (full scale = 1.0).
+
+    The rule, shared by the training dataset and ``musicdiff-encode`` so that latents and audio
+    training see the same samples: a file whose peak exceeds full scale is scaled down as a whole
+    by ``1 / peak`` (peak-normalised to 0 dBFS); every other file is left as it is (gain 1).
+    Scaling rather than clamping keeps the waveform: clamping a float file stored at, say, 16-bit
+    integer scale would turn music into a square wave, and even mild overs would add clipping
+    harmonics the model would learn. The peak is that of the whole file (not of a crop), so every
+    training crop of a file gets the same gain as its encoding. Callers log and count it.
+
+    Raises:
+        ValueError: for a non-finite or negative ``peak``.
+    """
+    if not math.isfinite(peak) or peak < 0:
+        raise ValueError(f"peak must be finite and non-negative, got {peak}")
+    return 1.0 if peak <= 1.0 else 1.0 / peak
+
+
+def file_peak(path: str | Path, info: AudioInfo | None = None, block_frames: int = 1 << 18) -> float:
+    """Max absolute sample of the whole file at its own rate, read in blocks (bounded memory).
+
+    Raises:
+        AudioLoadError: unreadable or non-finite (NaN/Inf) audio.
+    """
+    info = info or audio_info(path)
+    peak = 0.0
+    try:
+        for block in sf.blocks(os.fsencode(path), blocksize=block_frames, dtype="float32", always_2d=True):
+            if block.size:
+                if not np.isfinite(block).all():
+                    raise AudioLoadError(path, "non_finite", "NaN or Inf samples")
+                peak = max(peak, float(np.abs(block).max()))
+    except AudioLoadError:
+        raise
+    except Exception as e:  # libsndfile raises several types
+        raise AudioLoadError(path, "unreadable", str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+    return peak
 
 
 def resampled_length(frames: int, sr_in: int, sr_out: int) -> int:
@@ -70,12 +131,13 @@ def audio_info(path: str | Path) -> AudioInfo:
     if not p.is_file():
         raise AudioLoadError(p, "missing", "no such file")
     try:
-        info = sf.info(str(p))
+        info = sf.info(os.fsencode(p))
     except Exception as e:  # libsndfile raises several types for garbage bytes
         raise AudioLoadError(p, "unreadable", str(e).splitlines()[0] if str(e) else type(e).__name__) from e
     if info.frames <= 0 or info.samplerate <= 0 or info.channels <= 0:
         raise AudioLoadError(p, "empty", f"{info.frames} frames")
-    return AudioInfo(int(info.frames), int(info.samplerate), int(info.channels), str(info.format))
+    return AudioInfo(int(info.frames), int(info.samplerate), int(info.channels), str(info.format),
+                     str(info.subtype))
 
 
 def convert_channels(audio: np.ndarray, channels: int, multichannel: str = "first") -> np.ndarray:
@@ -110,10 +172,10 @@ def convert_channels(audio: np.ndarray, channels: int, multichannel: str = "firs
 def _read(path: Path, start: int, stop: int) -> np.ndarray:
     """Frames ``[start, stop)`` as float32 ``[T, C]`` (falls back to a full read if seeking fails)."""
     try:
-        return sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)[0]
+        return sf.read(os.fsencode(path), start=start, stop=stop, dtype="float32", always_2d=True)[0]
     except Exception as first:
         try:  # some decoders cannot seek: read everything and slice
-            return sf.read(str(path), dtype="float32", always_2d=True)[0][start:stop]
+            return sf.read(os.fsencode(path), dtype="float32", always_2d=True)[0][start:stop]
         except Exception as e:
             raise AudioLoadError(path, "unreadable", str(first).splitlines()[0] if str(first) else "") from e
 

@@ -121,7 +121,10 @@ def encode_dataset(
         seed: torch seed for posterior sampling.
 
     Returns:
-        Summary ``{"encoded", "already_done", "items", "shards", "skipped": {reason: count}}``.
+        Summary ``{"encoded", "already_done", "items", "shards", "skipped": {reason: count}, "normalised"}``;
+        ``normalised`` counts the files encoded by this call that were above full scale and scaled
+        by ``1 / peak`` (the rule the training dataset applies too, see
+        :func:`~musicdiff.data.audio_io.full_scale_gain`); their shard records carry ``"gain"``.
     """
     if shard_size <= 0 or batch_size <= 0:
         raise ValueError(f"shard_size and batch_size must be positive, got {shard_size}, {batch_size}")
@@ -160,7 +163,7 @@ def encode_dataset(
     was_training = autoencoder.training
     autoencoder.eval()
     torch.manual_seed(seed)
-    encoded = 0
+    encoded = normalised = 0
     bar = tqdm(total=len(todo), disable=not progress, desc="encode", dynamic_ncols=True)
     try:
         pos = 0
@@ -187,10 +190,12 @@ def encode_dataset(
                     log.warning("skipping %s: non-finite latents", rel)
                     continue
                 frames = audio.shape[-1]
+                gain = dataset.gain(i)
                 writer.add(latents, {"path": rel, "num_frames": frames, "num_latents": int(latents.shape[-1]),
                                      "seconds_total": float(math.ceil(frames / sr)), "duration": frames / sr,
-                                     "metadata": dataset.metadata(i)})
+                                     "metadata": dataset.metadata(i), **({"gain": gain} if gain < 1.0 else {})})
                 encoded += 1
+                normalised += gain < 1.0
                 if len(writer.tensors) >= shard_size:
                     index["skipped"] = dict(skipped)
                     writer.flush()
@@ -200,10 +205,10 @@ def encode_dataset(
         bar.close()
         autoencoder.train(was_training)
     items = sum(s["num_items"] for s in index["shards"])
-    log.info("encoded %d files (%d total in %d shards), skipped %s", encoded, items, len(index["shards"]),
-             dict(skipped))
+    log.info("encoded %d files (%d total in %d shards), skipped %s, scaled down to full scale %d", encoded, items,
+             len(index["shards"]), dict(skipped), normalised)
     return {"encoded": encoded, "already_done": already, "items": items, "shards": len(index["shards"]),
-            "skipped": dict(skipped)}
+            "skipped": dict(skipped), "normalised": normalised}
 
 
 def _encode_batch(autoencoder: nn.Module, audios: list[torch.Tensor], ratio: int, device: torch.device,

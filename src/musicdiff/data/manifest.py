@@ -12,13 +12,16 @@ A manifest maps audio paths (relative to the folder) to metadata fields such as 
 * JSON Lines: one object with a path key per line;
 * CSV with a header containing a path column (other columns are fields; empty cells dropped).
 
-A file with no entry may still carry a per-file sidecar ``<name>.json`` next to it.
+A file with no entry may still carry a per-file sidecar ``<name>.json`` next to it; a sidecar that
+is not a valid JSON object raises :class:`MetadataError` (the datasets skip, log and count the file
+as ``bad_metadata`` rather than train it with an empty prompt).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -102,13 +105,31 @@ def find_manifest(root: str | Path) -> Path | None:
     return None
 
 
+class MetadataError(ValueError):
+    """A metadata sidecar exists but cannot be used (unreadable, invalid JSON, not an object)."""
+
+    def __init__(self, path: str | Path, detail: str) -> None:
+        self.path = str(path)
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        super().__init__(f"{shown}: {detail}")
+
+
 def sidecar_metadata(audio_path: str | Path) -> dict[str, Any]:
-    """Fields of a per-file ``<audio stem>.json`` sidecar, or ``{}`` if absent or unreadable."""
+    """Fields of a per-file ``<audio stem>.json`` sidecar, or ``{}`` if there is none.
+
+    Raises:
+        MetadataError: naming the sidecar, if it exists but is unreadable, not valid JSON or not a
+            JSON object (its caption would otherwise silently become an empty prompt).
+    """
     sidecar = Path(audio_path).with_suffix(".json")
     if not sidecar.is_file():
         return {}
     try:
         data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return {k: v for k, v in data.items() if v is not None and v != ""} if isinstance(data, dict) else {}
+    except json.JSONDecodeError as e:
+        raise MetadataError(sidecar, f"invalid JSON sidecar ({e})") from e
+    except (OSError, ValueError) as e:  # unreadable, or not UTF-8
+        raise MetadataError(sidecar, f"unreadable sidecar ({e})") from e
+    if not isinstance(data, dict):
+        raise MetadataError(sidecar, f"sidecar must hold a JSON object of fields, got {type(data).__name__}")
+    return {k: v for k, v in data.items() if v is not None and v != ""}

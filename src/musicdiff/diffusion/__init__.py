@@ -1,9 +1,19 @@
-"""v-objective diffusion: schedule, timestep densities, VDenoiser, loss and CFG dropout."""
+"""Diffusion objectives (v, rectified flow): schedules, timestep densities, denoisers, losses, CFG dropout."""
 
 from musicdiff.diffusion.cfg_dropout import cfg_dropout, null_cond
 from musicdiff.diffusion.denoiser import VDenoiser
-from musicdiff.diffusion.densities import LogitNormalTimesteps, UniformTimesteps
-from musicdiff.diffusion.loss import VObjectiveLoss
+from musicdiff.diffusion.densities import (
+    LogitNormalTimesteps,
+    LogSNRTimesteps,
+    TimeShift,
+    TruncatedLogitNormalTimesteps,
+    UniformTimesteps,
+)
+from musicdiff.diffusion.flow import add_flow_noise, flow_t_to_sigma, sigma_to_flow_t
+from musicdiff.diffusion.flow_denoiser import FlowDenoiser, FlowSigmaDenoiser, VFlowDenoiser
+from musicdiff.diffusion.loss import VObjectiveLoss, masked_mse
+from musicdiff.diffusion.objectives import OBJECTIVES, make_denoiser, objective_family, objective_of
+from musicdiff.diffusion.rf_loss import RectifiedFlowLoss
 from musicdiff.diffusion.schedule import (
     add_noise,
     alpha_sigma_to_t,
@@ -13,7 +23,22 @@ from musicdiff.diffusion.schedule import (
 )
 
 __all__ = [
+    "OBJECTIVES",
+    "FlowDenoiser",
+    "FlowSigmaDenoiser",
+    "LogSNRTimesteps",
     "LogitNormalTimesteps",
+    "RectifiedFlowLoss",
+    "TimeShift",
+    "TruncatedLogitNormalTimesteps",
+    "VFlowDenoiser",
+    "add_flow_noise",
+    "flow_t_to_sigma",
+    "make_denoiser",
+    "masked_mse",
+    "objective_family",
+    "objective_of",
+    "sigma_to_flow_t",
     "UniformTimesteps",
     "VDenoiser",
     "VObjectiveLoss",

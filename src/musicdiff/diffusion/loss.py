@@ -25,6 +25,8 @@ class VObjectiveLoss(nn.Module):
         timestep_density: callable ``(n, device, generator) -> t [n]`` (default ``U[0, 1]``).
     """
 
+    objective = "v"  # the name generation uses to pick the denoiser (musicdiff.diffusion.objectives)
+
     def __init__(self, timestep_density: Callable[..., torch.Tensor] | None = None) -> None:
         super().__init__()
         self.timestep_density = timestep_density or UniformTimesteps()
@@ -51,20 +53,34 @@ class VObjectiveLoss(nn.Module):
         """
         if x0.ndim != 3:
             raise ValueError(f"x0 must be [B, D, L], got {tuple(x0.shape)}")
-        b, d, length = x0.shape
-        t = self.timestep_density(b, x0.device, generator)
+        t = self.timestep_density(x0.shape[0], x0.device, generator)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t, v = add_noise(x0, noise, t)
         v_hat = model(x_t, t, **{k: val for k, val in (cond or {}).items() if val is not None})
-        err = (v_hat.float() - v.float()) ** 2
-        if padding_mask is None:
-            mse = err.mean(dim=(1, 2))
-            return mse.mean(), {"t": t.detach(), "mse": mse.detach()}
-        if padding_mask.shape != (b, length):
-            raise ValueError(
-                f"padding_mask must be [B, L] = {(b, length)}, got {tuple(padding_mask.shape)}"
-            )
-        w = padding_mask.to(device=x0.device, dtype=err.dtype)[:, None, :].expand_as(err)
-        per_item = (err * w).sum(dim=(1, 2)) / (w.sum(dim=(1, 2)).clamp(min=1.0))
-        loss = (err * w).sum() / w.sum().clamp(min=1.0)
+        loss, per_item = masked_mse(v_hat, v, padding_mask)
         return loss, {"t": t.detach(), "mse": per_item.detach()}
+
+
+def masked_mse(
+    pred: torch.Tensor, target: torch.Tensor, padding_mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean squared error over the real frames of ``[B, D, L]`` tensors.
+
+    Args:
+        pred: network output ``[B, D, L]``.
+        target: regression target, same shape.
+        padding_mask: bool ``[B, L]``, True on real frames; None = all real.
+
+    Returns:
+        ``(loss, per_item)``: the mean over all real entries and the ``[B]`` per-item means.
+    """
+    err = (pred.float() - target.float()) ** 2
+    if padding_mask is None:
+        mse = err.mean(dim=(1, 2))
+        return mse.mean(), mse
+    b, _, length = err.shape
+    if padding_mask.shape != (b, length):
+        raise ValueError(f"padding_mask must be [B, L] = {(b, length)}, got {tuple(padding_mask.shape)}")
+    w = padding_mask.to(device=err.device, dtype=err.dtype)[:, None, :].expand_as(err)
+    per_item = (err * w).sum(dim=(1, 2)) / (w.sum(dim=(1, 2)).clamp(min=1.0))
+    return (err * w).sum() / w.sum().clamp(min=1.0), per_item

@@ -1,4 +1,5 @@
-"""Evaluation metrics (SA2 Table 2): Fréchet distance, KL divergence, CLAP score, and embedders.
+"""Evaluation metrics (SA2 Table 2): Fréchet distance, KL divergence, CLAP score, and embedders
+(musicnn with its released weights, CLAP from a local checkpoint, weight-free proxies).
 
 The reconstruction metrics live in ``musicdiff.evaluation.reconstruction`` and are not imported
 here, so importing this package stays light.
@@ -9,9 +10,10 @@ from musicdiff.evaluation.embedders import AudioSet, ClapEmbedder, Embedder, Mel
 from musicdiff.evaluation.folder_eval import MetricSuite, evaluate_folders, read_prompts
 from musicdiff.evaluation.frechet import FrechetDistance, frechet_distance, gaussian_stats
 from musicdiff.evaluation.kl import KLDivergence, PooledKLDivergence, kl_divergence
+from musicdiff.evaluation.musicnn import MusicnnEmbedder
 
 __all__ = [
     "AudioSet", "CLAPScore", "ClapEmbedder", "Embedder", "FrechetDistance", "KLDivergence", "MelStatsEmbedder",
-    "MetricSuite", "PooledKLDivergence", "RandomConvEmbedder", "evaluate_folders", "frechet_distance",
+    "MetricSuite", "MusicnnEmbedder", "PooledKLDivergence", "RandomConvEmbedder", "evaluate_folders", "frechet_distance",
     "gaussian_stats", "kl_divergence", "read_prompts",
 ]

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from musicdiff.evaluation.bootstrap import bootstrap_ci, with_interval
 from musicdiff.evaluation.embedders import AudioSet
 
 log = logging.getLogger("musicdiff.evaluation")
@@ -43,14 +44,19 @@ class CLAPScore:
     Args:
         embedder: an embedder with ``embed_audio`` and ``embed_text`` (``ClapEmbedder``).
         name: key of the result.
+        bootstrap: resamples of the (audio, prompt) pairs for a confidence interval; 0 = none.
+        confidence: two-sided level of the interval.
+        seed: seed of the bootstrap resampling.
     """
 
     requires = ("prompts",)
 
-    def __init__(self, embedder: Any, name: str = "clap_score") -> None:
+    def __init__(self, embedder: Any, name: str = "clap_score", bootstrap: int = 0, confidence: float = 0.95,
+                 seed: int = 0) -> None:
         if not hasattr(embedder, "embed_text"):
             raise ValueError(f"CLAPScore needs an embedder with embed_text (a text tower); got {type(embedder).__name__}")
         self.embedder, self.name = embedder, name
+        self.bootstrap, self.confidence, self.seed = int(bootstrap), float(confidence), int(seed)
 
     def from_embeddings(self, audio_emb: np.ndarray, text_emb: np.ndarray) -> float:
         """Mean row-wise cosine of paired audio and text embeddings."""
@@ -80,4 +86,7 @@ class CLAPScore:
                         self.name, len(generated) - len(keep), len(generated))
         audio_emb = generated.embed(self.embedder)[keep]
         text_emb = np.asarray(self.embedder.embed_text([found[i] for i in keep]))
-        return {self.name: self.from_embeddings(audio_emb, text_emb)}
+        cos = cosine_rows(audio_emb, text_emb)
+        interval = bootstrap_ci(lambda i: float(cos[i].mean()), (len(cos),), self.bootstrap, self.confidence,
+                                self.seed) if self.bootstrap else None
+        return with_interval(self.name, self.from_embeddings(audio_emb, text_emb), interval)

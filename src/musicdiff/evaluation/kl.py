@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from musicdiff.evaluation.bootstrap import bootstrap_ci, with_interval
 from musicdiff.evaluation.embedders import AudioSet
 
 log = logging.getLogger("musicdiff.evaluation")
@@ -74,19 +75,28 @@ class KLDivergence:
         pairing: ``"id"`` (match names, see :func:`pair_ids`) or ``"order"`` (i-th with i-th).
         id_pattern: optional regex extracting the id from a name.
         eps: smoothing added before the logs.
+        bootstrap: resamples of the pairs for a confidence interval (``<name>_ci_low/_ci_high``); 0 = none.
+        confidence: two-sided level of the interval.
+        seed: seed of the bootstrap resampling.
     """
 
     requires = ("reference",)
 
     def __init__(self, classifier: Any, name: str = "kl", pairing: str = "id", id_pattern: str | None = None,
-                 eps: float = 1e-8) -> None:
+                 eps: float = 1e-8, bootstrap: int = 0, confidence: float = 0.95, seed: int = 0) -> None:
         if pairing not in ("id", "order"):
             raise ValueError(f"KLDivergence: pairing must be 'id' or 'order', got {pairing!r}")
         self.classifier, self.name, self.pairing, self.id_pattern, self.eps = classifier, name, pairing, id_pattern, eps
+        self.bootstrap, self.confidence, self.seed = int(bootstrap), float(confidence), int(seed)
 
     def from_probs(self, generated: np.ndarray, reference: np.ndarray,
                    pairs: Sequence[tuple[int, int]] | None = None) -> float:
         """Mean KL over ``pairs`` (default: row i with row i)."""
+        return float(self.pair_kls(generated, reference, pairs).mean())
+
+    def pair_kls(self, generated: np.ndarray, reference: np.ndarray,
+                 pairs: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
+        """``KL(p_ref || p_gen)`` of every pair ``[P]`` (default pairs: row i with row i)."""
         g, r = np.asarray(generated), np.asarray(reference)
         if pairs is None:
             if len(g) != len(r):
@@ -95,7 +105,7 @@ class KLDivergence:
         if not pairs:
             raise ValueError("KL divergence: no generated item could be paired with a reference item")
         gi, ri = np.array(pairs).T
-        return float(kl_divergence(r[ri], g[gi], self.eps).mean())
+        return kl_divergence(r[ri], g[gi], self.eps)
 
     def evaluate(self, generated: AudioSet, reference: AudioSet | None = None,
                  prompts: dict[str, str] | None = None, **_: Any) -> dict[str, float]:
@@ -116,8 +126,10 @@ class KLDivergence:
             if len(pairs) < len(generated):
                 log.warning("%s: %d of %d generated items have no reference with the same id and are ignored",
                             self.name, len(generated) - len(pairs), len(generated))
-        return {self.name: self.from_probs(generated.classify(self.classifier), reference.classify(self.classifier),
-                                           pairs)}
+        kls = self.pair_kls(generated.classify(self.classifier), reference.classify(self.classifier), pairs)
+        interval = bootstrap_ci(lambda i: float(kls[i].mean()), (len(kls),), self.bootstrap, self.confidence,
+                                self.seed) if self.bootstrap else None
+        return with_interval(self.name, float(kls.mean()), interval)
 
 
 class PooledKLDivergence:
@@ -127,12 +139,17 @@ class PooledKLDivergence:
         classifier: as for :class:`KLDivergence`.
         name: key of the result.
         eps: smoothing added before the logs.
+        bootstrap: resamples (both sets, independently) for a confidence interval; 0 = none.
+        confidence: two-sided level of the interval.
+        seed: seed of the bootstrap resampling.
     """
 
     requires = ("reference",)
 
-    def __init__(self, classifier: Any, name: str = "kl_pooled", eps: float = 1e-8) -> None:
+    def __init__(self, classifier: Any, name: str = "kl_pooled", eps: float = 1e-8, bootstrap: int = 0,
+                 confidence: float = 0.95, seed: int = 0) -> None:
         self.classifier, self.name, self.eps = classifier, name, eps
+        self.bootstrap, self.confidence, self.seed = int(bootstrap), float(confidence), int(seed)
 
     def from_probs(self, generated: np.ndarray, reference: np.ndarray) -> float:
         """KL between the column means of ``reference`` and ``generated`` probabilities."""
@@ -145,4 +162,7 @@ class PooledKLDivergence:
                  prompts: dict[str, str] | None = None, **_: Any) -> dict[str, float]:
         if reference is None:
             raise ValueError(f"metric {self.name!r} (pooled KL) needs reference audio")
-        return {self.name: self.from_probs(generated.classify(self.classifier), reference.classify(self.classifier))}
+        g, r = generated.classify(self.classifier), reference.classify(self.classifier)
+        interval = bootstrap_ci(lambda i, j: self.from_probs(g[i], r[j]), (len(g), len(r)), self.bootstrap,
+                                self.confidence, self.seed) if self.bootstrap else None
+        return with_interval(self.name, self.from_probs(g, r), interval)

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
-from safetensors.torch import load_file
 
 from musicdiff.reference import sat_config, sat_weights
 from musicdiff.reference.cli_args import parse_key_values
@@ -41,17 +40,11 @@ def export_sat(export_dir: str | Path, out: str | Path, t5_name: str | None = No
     Returns:
         The output directory.
     """
-    from musicdiff.training.checkpoint import CheckpointError, exported_config, state_dict_for_save, \
-        write_safetensors
+    from musicdiff.pretrained import read_weights
+    from musicdiff.training.checkpoint import state_dict_for_save, write_safetensors
 
     export_dir, out = Path(export_dir), Path(out)
-    cfg = exported_config(export_dir)
-    tensors = {}
-    for name in ("autoencoder", "dit", "conditioner"):
-        file = export_dir / f"{name}.safetensors"
-        if not file.is_file():
-            raise CheckpointError(f"{file} not found: a SAT checkpoint needs the autoencoder, DiT and conditioner")
-        tensors[name] = load_file(str(file))
+    cfg, tensors = read_weights(export_dir, ("autoencoder", "dit", "conditioner"))
     model_config = sat_config.musicdiff_to_sat(OmegaConf.to_container(cfg, resolve=True), t5_name=t5_name)
     state = sat_weights.musicdiff_to_sat(tensors["autoencoder"], tensors["dit"], tensors["conditioner"])
     out.mkdir(parents=True, exist_ok=True)

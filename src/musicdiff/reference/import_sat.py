@@ -74,6 +74,62 @@ def check_against_config(name: str, node: Mapping[str, Any], tensors: Mapping[st
     return True
 
 
+def _read_model_config(checkpoint: Path, model_config: str | Path | Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if model_config is None:
+        model_config = checkpoint.with_name("model_config.json")
+    if isinstance(model_config, Mapping):
+        return model_config
+    try:
+        return json.loads(Path(model_config).read_text())
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{model_config} not found: a stable-audio-tools checkpoint needs its "
+                                f"model_config.json (pass config=<path>)") from err
+    except ValueError as err:
+        raise sat_config.UnsupportedSATConfig(f"{model_config} is not valid JSON ({err})") from err
+
+
+def sat_groups(checkpoint: str | Path, model_config: str | Path | Mapping[str, Any] | None = None,
+               t5_path: str | None = None) -> dict[str, Any]:
+    """musicdiff's config (model groups + ``dataset.window_seconds``) of a SAT checkpoint, without weights."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint} not found: expected a stable-audio-tools model.safetensors or .ckpt")
+    model_config = _read_model_config(checkpoint, model_config)
+    groups = sat_config.sat_to_musicdiff(model_config, t5_path=t5_path)
+    return {
+        **{k: groups[k] for k in (*MODULES, "dataset")},
+        "reference": {
+            "source": "stable-audio-tools",
+            "checkpoint": str(checkpoint.resolve()),
+            "model_config": {k: model_config[k] for k in ("model_type", "sample_size", "sample_rate",
+                                                          "audio_channels", "model") if k in model_config},
+        },
+    }
+
+
+def convert_sat(checkpoint: str | Path, model_config: str | Path | Mapping[str, Any] | None = None,
+                t5_path: str | None = None, ema: bool = False) -> tuple[Any, dict[str, dict[str, torch.Tensor]]]:
+    """A SAT checkpoint as musicdiff's config and per-part state dicts (in memory; checked against the config).
+
+    Args:
+        checkpoint: ``model.safetensors`` or ``.ckpt``.
+        model_config: ``model_config.json`` path or parsed dict; default: beside ``checkpoint``.
+        t5_path: local T5 directory to write into the conditioner config.
+        ema: take the EMA DiT of a SAT training-wrapper checkpoint.
+
+    Returns:
+        ``(config, {"autoencoder": ..., "dit": ..., "conditioner": ...})``.
+    """
+    checkpoint = Path(checkpoint)
+    groups = sat_groups(checkpoint, model_config, t5_path)
+    groups["reference"]["ema"] = bool(ema)
+    tensors = sat_weights.sat_to_musicdiff(sat_weights.read_sat_checkpoint(checkpoint, ema=ema))
+    for name in MODULES:
+        check_against_config(name, groups[name], tensors[name])
+    config = OmegaConf.create(groups)
+    return config, tensors
+
+
 def import_sat(checkpoint: str | Path, out: str | Path, model_config: str | Path | Mapping[str, Any] | None = None,
                t5_path: str | None = None, ema: bool = False) -> Path:
     """Convert a SAT checkpoint + ``model_config.json`` into a musicdiff export directory.
@@ -88,28 +144,10 @@ def import_sat(checkpoint: str | Path, out: str | Path, model_config: str | Path
     Returns:
         The export directory.
     """
-    from musicdiff.training.checkpoint import export_modules
+    from musicdiff.pretrained import write_export
 
-    checkpoint = Path(checkpoint)
-    if model_config is None:
-        model_config = checkpoint.with_name("model_config.json")
-    if not isinstance(model_config, Mapping):
-        model_config = json.loads(Path(model_config).read_text())
-    groups = sat_config.sat_to_musicdiff(model_config, t5_path=t5_path)
-    tensors = sat_weights.sat_to_musicdiff(sat_weights.read_sat_checkpoint(checkpoint, ema=ema))
-    for name in MODULES:
-        check_against_config(name, groups[name], tensors[name])
-    config = OmegaConf.create({
-        **{k: groups[k] for k in (*MODULES, "dataset")},
-        "reference": {
-            "source": "stable-audio-tools",
-            "checkpoint": str(checkpoint.resolve()),
-            "ema": bool(ema),
-            "model_config": {k: model_config[k] for k in ("model_type", "sample_size", "sample_rate",
-                                                          "audio_channels", "model") if k in model_config},
-        },
-    })
-    path = export_modules(out, {name: tensors[name] for name in MODULES}, config=config)
+    config, tensors = convert_sat(checkpoint, model_config, t5_path, ema)
+    path = write_export(out, {name: tensors[name] for name in MODULES}, config=config)
     log.info("imported %s into %s", checkpoint, path)
     return path
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
@@ -138,6 +139,72 @@ def load_stable_audio_tools() -> types.ModuleType:
                 importlib.import_module(f"{SAT_PACKAGE}.{mod}")
     except ModuleNotFoundError as exc:
         raise ReferenceUnavailable(f"stable-audio-tools needs '{exc.name}' (see the Makefile's setup recipe)") from exc
+    return sys.modules[SAT_PACKAGE]
+
+
+# Imported at module level by SAT's training modules for logging, DAC losses and image models; the
+# training steps compared here never call them.
+_TRAINING_IMPORT_ONLY = ("wandb", "audiotools", "torchvision")
+
+
+class _ImportOnly(types.ModuleType):
+    """A placeholder module for :data:`_TRAINING_IMPORT_ONLY`: attributes exist, calling them raises."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _ImportOnly(f"{self.__name__}.{name}")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"{self.__name__} is a placeholder: it is not installed here (stable-audio-tools "
+                           f"training code imports it, the parity tests never use it)")
+
+
+class _ImportOnlyFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+
+    def find_spec(self, name, path, target=None):  # noqa: ARG002
+        if name.split(".")[0] in self.names:
+            return importlib.machinery.ModuleSpec(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        return _ImportOnly(spec.name)
+
+    def exec_module(self, module) -> None:
+        pass
+
+
+def load_sat_training(*modules: str) -> types.ModuleType:
+    """Import SAT's training modules (``training.diffusion``, ``training.arc`` ...) for parity tests.
+
+    They need ``pytorch_lightning``, ``auraloss`` and ``ema_pytorch`` (installed by ``make setup``
+    with ``--no-deps``); ``wandb``, ``audiotools`` and ``torchvision`` are only imported by them, so
+    while they import, missing ones are placeholders (removed from ``sys.modules`` afterwards).
+
+    Returns:
+        The ``stable_audio_tools`` package with the requested ``training.*`` modules imported.
+
+    Raises:
+        ReferenceUnavailable: a real dependency is missing.
+    """
+    load_stable_audio_tools()
+    finder = _ImportOnlyFinder({n for n in _TRAINING_IMPORT_ONLY if importlib.util.find_spec(n) is None})
+    sys.meta_path.insert(0, finder)
+    before = set(sys.modules)
+    try:
+        with _torchaudio_stub():
+            for mod in modules or ("training.diffusion",):
+                importlib.import_module(f"{SAT_PACKAGE}.{mod}")
+    except ModuleNotFoundError as exc:
+        raise ReferenceUnavailable(f"stable-audio-tools' training code needs '{exc.name}' "
+                                   f"(see the Makefile's setup recipe)") from exc
+    finally:
+        sys.meta_path.remove(finder)
+        for name in set(sys.modules) - before:
+            if isinstance(sys.modules.get(name), _ImportOnly):
+                del sys.modules[name]
     return sys.modules[SAT_PACKAGE]
 
 

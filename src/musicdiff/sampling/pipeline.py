@@ -9,8 +9,13 @@ decodes (chunked for long windows) and trims each item to its duration: SA2 gene
 * negative prompts: the unconditional branch is conditioned on the negative prompt; without one it
   is the prompt's conditioning with the cross-attention tokens zeroed (stable-audio-tools).
 * audio-to-audio (style transfer, SA2 Sec. 4.6): start at ``sigma = init_noise_level`` from
-  ``encode(init_audio) + sigma * noise``.
-* inpainting / continuation: latent replacement (:mod:`musicdiff.sampling.inpaint`).
+  ``encode(init_audio) + sigma * noise`` (flow samplers: at time ``t = init_noise_level <= 1`` from
+  ``(1 - t) * encode(init_audio) + t * noise``, as stable-audio-tools' ``sample_rf``).
+* the DiT's training objective (``v`` or ``rectified_flow``) and the sampler's space (``ve`` sigmas
+  or ``flow`` times) pick the denoiser wrapper (:func:`musicdiff.diffusion.make_denoiser`), so
+  every sampler runs every model.
+* inpainting / continuation: latent replacement (:mod:`musicdiff.sampling.inpaint`); after decoding,
+  the original audio is pasted back into the kept regions with a short crossfade.
 
 Noise is drawn from one ``torch.Generator`` per item (and the SDE noise from per-item seeds), so
 an item's output depends only on its own seed, prompt and settings.
@@ -28,7 +33,7 @@ from torch import nn
 
 from musicdiff.models.packed_gemm import packed_linears
 from musicdiff.sampling.guidance import pad_tokens
-from musicdiff.sampling.inpaint import InpaintDenoiser, InpaintRequest, latent_keep_mask
+from musicdiff.sampling.inpaint import InpaintDenoiser, InpaintRequest, latent_keep_mask, paste_known
 from musicdiff.sampling.noise import random_seed
 from musicdiff.sampling.spec import SamplerSpec
 
@@ -37,10 +42,10 @@ __all__ = ["PRECISIONS", "Generator"]
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _default_denoiser(model: nn.Module) -> Callable[..., torch.Tensor]:
-    from musicdiff.diffusion import VDenoiser  # lazy: separate part of the package
+def _make_denoiser(model: nn.Module, objective: str, space: str) -> Callable[..., torch.Tensor]:
+    from musicdiff.diffusion import make_denoiser  # lazy: separate part of the package
 
-    return VDenoiser(model)
+    return make_denoiser(model, objective, space)
 
 
 def _as_list(value: Any, n: int, name: str) -> list[Any]:
@@ -74,7 +79,8 @@ class Generator:
         decode_chunk_latents: Decode in chunks of this many latents when the window is longer
             (None: always decode in one pass).
         decode_overlap_latents: Overlap between decoding chunks, in latents.
-        denoiser_wrapper: Builds the denoiser from ``dit``; default ``musicdiff.diffusion.VDenoiser``.
+        denoiser_wrapper: Builds the denoiser from ``dit``, overriding the choice by ``objective``
+            and the sampler's space.
         device: Device to run on; default the DiT's device.
         precision: ``fp32`` (default), or ``bf16`` / ``fp16``: the DiT's forward passes run under
             autocast at that precision (its outputs, the guidance and the sampler's arithmetic stay
@@ -82,6 +88,8 @@ class Generator:
             bf16-level error (~1e-2 relative per denoiser call).
         packed_gemm: In float32 on CPU, the DiT's linear layers use MKL packed-weight GEMMs during
             sampling (:mod:`musicdiff.models.packed_gemm`; ~1.1x, outputs within ~1e-5).
+        objective: What the DiT predicts (``v``, ``rectified_flow`` or ``rf_denoiser``; the
+            ``diffusion`` group it was trained with, :func:`musicdiff.diffusion.objective_of`).
     """
 
     def __init__(
@@ -97,6 +105,7 @@ class Generator:
         device: str | torch.device | None = None,
         precision: str = "fp32",
         packed_gemm: bool = True,
+        objective: str = "v",
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
@@ -111,7 +120,9 @@ class Generator:
         self.window_latents = int(window_latents)
         self.decode_chunk_latents = decode_chunk_latents
         self.decode_overlap_latents = int(decode_overlap_latents)
-        self.denoiser = (denoiser_wrapper or _default_denoiser)(dit)
+        self.objective = objective
+        self._denoiser_wrapper = denoiser_wrapper
+        self.denoiser = self._build_denoiser()
         if device is None:
             param = next(iter(dit.parameters()), None)
             device = param.device if param is not None else "cpu"
@@ -189,6 +200,13 @@ class Generator:
                 uncond[key] = torch.where(has_neg.reshape(-1, *([1] * (a.ndim - 1))), a, b)
         return cond, uncond
 
+    def _build_denoiser(self) -> Callable[..., torch.Tensor]:
+        """The DiT wrapped for ``self.sampler``'s space (or by ``denoiser_wrapper``)."""
+        self._denoiser_space = getattr(self.sampler, "space", "ve")
+        if self._denoiser_wrapper is not None:
+            return self._denoiser_wrapper(self.dit)
+        return _make_denoiser(self.dit, self.objective, self._denoiser_space)
+
     def _precision_denoiser(self) -> Callable[..., torch.Tensor]:
         """The base denoiser, its DiT calls under autocast when ``precision`` is not fp32."""
         if self.precision == "fp32":
@@ -229,7 +247,8 @@ class Generator:
             negative_prompts: Negative prompt(s) for the unconditional branch (None entries: none).
             init_audio: Audio-to-audio input ``[C, T]`` or ``[B, C, T]`` at the model's sample
                 rate and channel count (resample/rechannel before), padded/cropped to the window.
-            init_noise_level: Starting sigma for audio-to-audio (required with ``init_audio``).
+            init_noise_level: Starting sigma for audio-to-audio (required with ``init_audio``);
+                for flow samplers the starting time in (0, 1].
             inpaint: Known audio and keep-mask for inpainting / continuation.
             steps: Overrides the sampler's step count.
             cfg_scale: Overrides the sampler's guidance scale.
@@ -260,23 +279,29 @@ class Generator:
         if init_audio is not None and init_noise_level is None:
             raise ValueError("init_audio needs init_noise_level (the starting sigma)")
 
-        sigmas = self.sampler.sigmas(self.device, steps=steps, sigma_max=init_noise_level if init_audio is not None else None)
+        flow = getattr(self.sampler, "space", "ve") == "flow"
+        if self._denoiser_wrapper is None and getattr(self.sampler, "space", "ve") != self._denoiser_space:
+            self.denoiser = self._build_denoiser()  # the sampler was swapped for one of another space
+        sigmas = self.sampler.sigmas(self.device, steps=steps, length=self.window_latents,
+                                     sigma_max=init_noise_level if init_audio is not None else None)
         shape = (self.autoencoder.latent_dim, self.window_latents)
         gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
         noise = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(self.device)
         x = noise * sigmas[0]
         if init_audio is not None:
-            x = self._encode(_batch_audio(init_audio, n, "init_audio")) + x
+            init = self._encode(_batch_audio(init_audio, n, "init_audio"))
+            x = x + init * (1 - sigmas[0]) if flow else init + x
 
         cond, uncond = self._conditions(prompts, durations, negative_prompts)
         denoiser = self.sampler.guided(self._precision_denoiser(), scale=cfg_scale)
         pinned: InpaintDenoiser | None = None
         if inpaint is not None:
-            known = self._encode(_batch_audio(inpaint.audio, n, "inpaint audio"))
-            keep = inpaint.keep[None] if inpaint.keep.ndim == 1 else inpaint.keep
-            keep = latent_keep_mask(keep.expand(n, -1), self.ratio, self.window_latents).to(self.device)
+            known_audio = _batch_audio(inpaint.audio, n, "inpaint audio")
+            known = self._encode(known_audio)
+            keep_samples = (inpaint.keep[None] if inpaint.keep.ndim == 1 else inpaint.keep).expand(n, -1)
+            keep = latent_keep_mask(keep_samples, self.ratio, self.window_latents).to(self.device)
             known_noise = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(self.device)
-            pinned = denoiser = InpaintDenoiser(denoiser, known, keep, known_noise)
+            pinned = denoiser = InpaintDenoiser(denoiser, known, keep, known_noise, flow=flow)
 
         packed = self.packed_gemm and self.precision == "fp32" and self.device.type == "cpu"
         with packed_linears(self.dit, enabled=packed):
@@ -291,5 +316,8 @@ class Generator:
         out = []
         for i, d in enumerate(durations):
             audio = self._decode(latents[i : i + 1])[0]
+            if inpaint is not None:  # the original audio, exactly, in the kept regions
+                audio = paste_known(audio, known_audio[i], keep_samples[i], self.sample_rate,
+                                    inpaint.crossfade_seconds, inpaint.crossfade_shape)
             out.append(audio[..., : int(round(float(d) * self.sample_rate))])
         return out

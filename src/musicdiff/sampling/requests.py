@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed overflows at 2**64; torchsde's BrownianTree needs seeds >= 0
 
 
 @dataclass
@@ -71,6 +75,50 @@ def read_prompts_file(path: str | Path) -> list[GenerationRequest]:
 SAMPLE_SEED_STRIDE = 1_000_003  # seed offset between the num_samples generations of one prompt
 
 
+def check_seed(seed: Any, what: str = "seed") -> int:
+    """``seed`` as an int in ``[0, MAX_SEED]`` (= 2**63 - 1); anything else is a ValueError naming it."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"{what}={seed!r} is not an integer")
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{what}={seed} is out of range: seeds are integers in [0, 2**63 - 1]")
+    return seed
+
+
+def check_positive_int(value: Any, what: str) -> int:
+    """``value`` as an int >= 1; anything else is a ValueError naming it (``num_samples``, ``batch_size``)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what}={value!r}: must be an integer >= 1")
+    return value
+
+
+def check_duration(duration: Any, what: str = "duration") -> float | None:
+    """``duration`` in seconds as a finite float > 0 (None passes: the model's window)."""
+    if duration is None:
+        return None
+    try:
+        value = float(duration)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}={duration!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{what}={duration!r}: must be a positive number of seconds (null: the model window)")
+    return value
+
+
+def validate_requests(requests: list[GenerationRequest], where: str = "prompt") -> None:
+    """Refuses blank prompts, non-positive durations and out-of-range seeds, naming the request.
+
+    Called by ``musicdiff-generate`` before any model is built. (An empty prompt is legitimate
+    for a model trained with caption dropout, so the request type itself does not forbid it.)
+    """
+    for i, r in enumerate(requests):
+        name = where if len(requests) == 1 else f"{where} #{i + 1}"
+        if not isinstance(r.prompt, str) or not r.prompt.strip():
+            raise ValueError(f"{name}: {r.prompt!r} is empty or blank")
+        check_duration(r.duration, f"{name}: duration")
+        if r.seed is not None:
+            check_seed(r.seed, f"{name}: seed")
+
+
 def expand_requests(requests: list[GenerationRequest], num_samples: int, seed: int, duration: float | None = None,
                     negative_prompt: str | None = None) -> list[GenerationRequest]:
     """``num_samples`` concrete requests per request, with every default filled in.
@@ -81,10 +129,21 @@ def expand_requests(requests: list[GenerationRequest], num_samples: int, seed: i
 
     Returns:
         The requests in order, each repeated ``num_samples`` times consecutively.
+
+    Raises:
+        ValueError: ``num_samples`` < 1, a seed outside ``[0, 2**63 - 1]`` (also once the sample
+            offsets are added) or a duration that is not a positive number of seconds.
     """
+    check_positive_int(num_samples, "num_samples")
+    check_seed(seed)
+    check_duration(duration)
     out = []
     for i, r in enumerate(requests):
-        base = r.seed if r.seed is not None else seed + i
+        base = check_seed(r.seed if r.seed is not None else seed + i, f"seed of prompt #{i + 1}")
+        last = base + (num_samples - 1) * SAMPLE_SEED_STRIDE
+        if last > MAX_SEED:
+            raise ValueError(f"seed {base} of prompt #{i + 1} with num_samples={num_samples} reaches seed {last} "
+                             f"(samples are {SAMPLE_SEED_STRIDE} apart), beyond the largest seed 2**63 - 1")
         for k in range(num_samples):
             out.append(GenerationRequest(r.prompt, r.duration if r.duration is not None else duration,
                                          base + k * SAMPLE_SEED_STRIDE, r.negative_prompt or negative_prompt))

@@ -8,11 +8,14 @@ its own module:
 * :mod:`musicdiff.sampling.euler_heun` - Euler, Heun (Karras et al. 2022, Algorithm 2)
 * :mod:`musicdiff.sampling.ddim` - DDIM in sigma space (Song et al. 2021)
 * :mod:`musicdiff.sampling.dpmpp` - DPM-Solver++ 2M, 2M SDE, 3M SDE (Lu et al. 2022)
+* :mod:`musicdiff.sampling.flow_samplers` - flow-time Euler, ping-pong and DPM-Solver++ for
+  rectified-flow models (``ts`` flow times instead of sigmas; ``SamplerSpec(space="flow")``)
 """
 
 from musicdiff.sampling.ddim import sample_ddim
 from musicdiff.sampling.dpmpp import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_3m_sde
 from musicdiff.sampling.euler_heun import sample_euler, sample_heun, to_d
+from musicdiff.sampling.flow_samplers import sample_flow_dpmpp, sample_flow_euler, sample_flow_pingpong
 
 __all__ = [
     "sample_ddim",
@@ -20,6 +23,9 @@ __all__ = [
     "sample_dpmpp_2m_sde",
     "sample_dpmpp_3m_sde",
     "sample_euler",
+    "sample_flow_dpmpp",
+    "sample_flow_euler",
+    "sample_flow_pingpong",
     "sample_heun",
     "to_d",
 ]

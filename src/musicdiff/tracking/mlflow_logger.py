@@ -1,9 +1,15 @@
-"""MLflow tracking with a local store under the output dir (no server needed)."""
+"""MLflow tracking with a local store under the output dir (no server needed).
+
+A store that cannot be written (a read-only folder or database, a path that is a file) fails at
+:meth:`MLflowLogger.start` with one :class:`TrackingError` line naming the store, before any run
+is created, instead of MLflow's logged SQL traceback and an unrelated ``AttributeError``.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,6 +23,44 @@ from musicdiff.tracking.plots import save_figure
 log = logging.getLogger("musicdiff.tracking")
 
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value is 6000 characters
+_FIX = "set logger.store_dir=<a writable folder> (or logger.tracking_uri=..., or logger=none)"
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used (one line naming it)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def check_sqlite_store(uri: str) -> None:
+    """Raises :class:`TrackingError` if the SQLite store of ``uri`` (``sqlite:///...``) cannot be written.
+
+    Probes with a write that is rolled back (SQLite reports a read-only file or folder only when
+    writing); a database that does not exist yet needs a writable folder.
+    """
+    target = uri[len("sqlite:///"):]
+    as_uri = target.startswith("file:")
+    path = Path(target[len("file:"):].split("?")[0]) if as_uri else Path(target)
+    if not as_uri and not path.exists():
+        try:
+            with tempfile.TemporaryFile(dir=path.parent):
+                pass
+        except OSError as exc:
+            raise TrackingError(f"MLflow store {path.parent} is not writable ({exc.strerror}): {_FIX}") from exc
+        return
+    try:
+        con = sqlite3.connect(target, uri=as_uri, isolation_level=None, timeout=60)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("CREATE TABLE main.musicdiff_write_probe (x)")
+            con.execute("ROLLBACK")
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise TrackingError(f"MLflow store {path} cannot be written ({_first_line(exc)}): {_FIX}") from exc
 
 
 class MLflowLogger(RunLogger):
@@ -50,25 +94,41 @@ class MLflowLogger(RunLogger):
         return self._run_id
 
     def start(self, run_dir: Path, params: Mapping[str, Any], tags: Mapping[str, str] | None = None) -> None:
-        from mlflow.tracking import MlflowClient
-
         location = self.artifact_location
         if self.tracking_uri:
             uri = self.tracking_uri
         else:
             store = Path(self.store_dir).resolve()
-            store.mkdir(parents=True, exist_ok=True)
-            uri = f"sqlite:///{store / 'mlflow.db'}"
-            location = location or (store / "mlartifacts").as_uri()
-        self._client = MlflowClient(tracking_uri=uri)
-        exp = self._client.get_experiment_by_name(self.experiment)
-        if exp is None:
             try:
-                exp_id = self._client.create_experiment(self.experiment, artifact_location=location)
-            except Exception:  # noqa: BLE001 - created concurrently by another process (sweeps)
-                exp_id = self._client.get_experiment_by_name(self.experiment).experiment_id
-        else:
-            exp_id = exp.experiment_id
+                store.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise TrackingError(f"MLflow store {store} cannot be created ({exc.strerror}): {_FIX}") from exc
+            artifacts = store / "mlartifacts"
+            for folder in (store, artifacts):
+                if folder.exists() and not os.access(folder, os.W_OK):
+                    raise TrackingError(f"MLflow store {folder} is read-only: {_FIX}")
+            uri = f"sqlite:///{store / 'mlflow.db'}"
+            location = location or artifacts.as_uri()
+        if uri.startswith("sqlite:///"):
+            check_sqlite_store(uri)
+        from mlflow.tracking import MlflowClient
+
+        try:
+            self._client = MlflowClient(tracking_uri=uri)
+            exp = self._client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                try:
+                    exp_id = self._client.create_experiment(self.experiment, artifact_location=location)
+                except Exception:  # noqa: BLE001 - created concurrently by another process (sweeps)
+                    exp = self._client.get_experiment_by_name(self.experiment)
+                    if exp is None:
+                        raise
+                    exp_id = exp.experiment_id
+            else:
+                exp_id = exp.experiment_id
+        except Exception as exc:  # noqa: BLE001 - MLflow/SQLAlchemy raise many types
+            self._client = None
+            raise TrackingError(f"cannot use the MLflow store {uri}: {_first_line(exc)}") from exc
         all_tags = dict(tags or {})
         all_tags["musicdiff.run_dir"] = str(run_dir)
         if self.parent_run_id:

@@ -5,15 +5,21 @@ Layout of ``<run_dir>/checkpoints/step_00001000/``::
     model.safetensors   every module's weights, keys prefixed ``<module>.`` (no pickle)
     state.pt            optimisers, schedulers, step, RNG states, data position (weights_only)
     config.yaml         the resolved config of the run
-    meta.json           step, config hash, time, file sizes
+    meta.json           step, config hash, time, size and SHA-256 of every other file
     deepspeed/          DeepSpeed runs only: the engine state with every rank's ZeRO shard
     COMPLETE            written last
 
 A checkpoint is assembled in a hidden staging directory and renamed into place, so a kill at any
 moment leaves either the previous checkpoint set or the new complete one, never half a
-checkpoint; leftovers of a killed save are cleaned by the next save or resume. Loading only
-accepts directories with ``COMPLETE`` and never unpickles objects
-(``torch.load(weights_only=True)``); the ``deepspeed/`` part is read by DeepSpeed's own loader.
+checkpoint; leftovers of a killed save are cleaned by the next save or resume. A failed write
+(disk full) removes the staging directory and raises one :class:`CheckpointError` line; weights
+with NaN/inf are never written (:class:`~musicdiff.files.checksums.NonFiniteWeightsError`).
+
+Bit rot: the checksums in ``meta.json`` are verified before a checkpoint is resumed
+(:func:`verify_checkpoint`, :func:`latest_verified_checkpoint` falls back to the newest one that
+verifies) and rotation never deletes the newest checkpoint that verifies. Loading only accepts
+directories with ``COMPLETE`` and never unpickles objects (``torch.load(weights_only=True)``); the
+``deepspeed/`` part is read by DeepSpeed's own loader.
 """
 
 from __future__ import annotations
@@ -33,6 +39,15 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from musicdiff.files.checksums import (
+    NonFiniteWeightsError,
+    assert_finite,
+    describe_problems,
+    file_records,
+    has_checksums,
+    verify_records,
+)
+
 log = logging.getLogger("musicdiff.checkpoint")
 
 WEIGHTS = "model.safetensors"
@@ -43,7 +58,11 @@ COMPLETE = "COMPLETE"
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete or does not match the model."""
+    """A checkpoint is missing, incomplete, cannot be written or does not match the model."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint's files fail verification or cannot be read (bit rot, truncation, garbage)."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -160,7 +179,7 @@ def save_checkpoint(ckpt_root: str | Path, step: int, modules: Mapping[str, nn.M
                     state: Mapping[str, Any], config: DictConfig | dict | None = None,
                     config_hash: str | None = None, keep_last: int | None = None,
                     staging: Path | None = None) -> Path:
-    """Write a complete checkpoint directory atomically and rotate old ones.
+    """Write a complete checkpoint directory atomically, verify it and rotate old ones.
 
     Args:
         ckpt_root: ``<run_dir>/checkpoints``.
@@ -169,30 +188,38 @@ def save_checkpoint(ckpt_root: str | Path, step: int, modules: Mapping[str, nn.M
         state: optimisers/schedulers/step/RNG/data position (tensors and plain python only).
         config: resolved run config.
         config_hash: stored in ``meta.json``.
-        keep_last: keep only this many newest complete checkpoints (None/0: keep all).
+        keep_last: keep only this many newest complete checkpoints (None/0: keep all); the newest
+            checkpoint that verifies is never deleted (:func:`rotate_checkpoints`).
         staging: a directory from :func:`begin_checkpoint` that already holds other ranks' files;
             None creates one.
 
     Returns:
         The final checkpoint directory.
+
+    Raises:
+        NonFiniteWeightsError: a weight is NaN/inf; nothing is written (a diverged run must not
+            replace or rotate away the good checkpoints it resumes from).
+        CheckpointError: writing failed (disk full, I/O error); the staging directory is removed
+            and the previous checkpoints are untouched.
     """
     root = Path(ckpt_root)
     final = root / f"step_{step:08d}"
-    tmp = Path(staging) if staging is not None else begin_checkpoint(root, step)
+    tmp = Path(staging) if staging is not None else staging_dir(root, step)
     tensors: dict[str, torch.Tensor] = {}
     for name, module in modules.items():
         tensors.update(state_dict_for_save(module, prefix=f"{name}."))
-    save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt", "step": str(step)})
-    torch.save(dict(state), tmp / STATE)
-    if config is not None:
-        text = OmegaConf.to_yaml(config, resolve=True) if isinstance(config, DictConfig) else OmegaConf.to_yaml(OmegaConf.create(config))
-        (tmp / CONFIG).write_text(text)
-    meta = {"step": step, "config_hash": config_hash, "time": time.time(), "modules": list(modules),
-            "files": {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}}
-    (tmp / META).write_text(json.dumps(meta, indent=2))
-    _fsync_tree(tmp)
-    (tmp / COMPLETE).write_text("ok\n")
-    _fsync_dir(tmp)
+    try:
+        assert_finite(tensors, f"checkpoint {final}")
+        if staging is None:
+            begin_checkpoint(root, step)
+        _write_files(tmp, step, tensors, state, config,
+                     {"step": step, "config_hash": config_hash, "time": time.time(), "modules": list(modules)})
+    except NonFiniteWeightsError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except Exception as e:  # disk full, I/O error, ...: one line naming the checkpoint
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(_write_failure(final, e)) from e
     if final.exists():
         old = root / f".old-{final.name}-{os.getpid()}"
         os.replace(final, old)
@@ -201,11 +228,43 @@ def save_checkpoint(ckpt_root: str | Path, step: int, modules: Mapping[str, nn.M
     else:
         os.replace(tmp, final)
     _fsync_dir(root)
+    problems = verify_checkpoint(final)
+    if problems:
+        log.error("checkpoint %s fails verification right after writing (%s): older checkpoints are kept",
+                  final, describe_problems(problems))
     if keep_last:
-        for stale in list_checkpoints(root)[:-keep_last]:
-            shutil.rmtree(stale, ignore_errors=True)
+        rotate_checkpoints(root, keep_last, verified=None if problems else final)
     log.info("saved checkpoint %s", final)
     return final
+
+
+def _write_files(tmp: Path, step: int, tensors: dict[str, torch.Tensor], state: Mapping[str, Any],
+                 config: DictConfig | dict | None, meta: dict[str, Any]) -> None:
+    """Weights, state, config, then ``meta.json`` with every file's size and SHA-256, then ``COMPLETE``."""
+    save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt", "step": str(step)})
+    torch.save(dict(state), tmp / STATE)
+    if config is not None:
+        text = OmegaConf.to_yaml(config, resolve=True) if isinstance(config, DictConfig) else OmegaConf.to_yaml(OmegaConf.create(config))
+        (tmp / CONFIG).write_text(text)
+    meta["files"] = file_records(tmp)  # hashes what is on disk (DeepSpeed shards of other ranks included)
+    (tmp / META).write_text(json.dumps(meta, indent=2))
+    _fsync_tree(tmp)
+    (tmp / COMPLETE).write_text("ok\n")
+    _fsync_dir(tmp)
+
+
+def _write_failure(final: Path, exc: BaseException) -> str:
+    reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else " ".join(str(exc).split())[:200]
+    try:
+        free = f" ({shutil.disk_usage(final.parent).free / 2**20:.0f} MiB free on that disk)"
+    except OSError:
+        free = ""
+    return (f"could not write checkpoint {final}: {reason or type(exc).__name__}{free}; "
+            f"nothing was written there and the previous checkpoints are intact")
+
+
+def _step(path: Path) -> int:
+    return int(path.name.split("_")[1])
 
 
 def list_checkpoints(ckpt_root: str | Path) -> list[Path]:
@@ -214,39 +273,155 @@ def list_checkpoints(ckpt_root: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.glob("step_*") if p.is_dir() and (p / COMPLETE).is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+    return sorted(found, key=_step)
 
 
 def latest_checkpoint(ckpt_root: str | Path) -> Path | None:
-    """Newest complete checkpoint, or None."""
+    """Newest complete checkpoint, or None (not verified: see :func:`latest_verified_checkpoint`)."""
     found = list_checkpoints(ckpt_root)
     return found[-1] if found else None
 
 
+def verify_checkpoint(path: str | Path) -> list[str]:
+    """Check a checkpoint's files against the sizes and SHA-256 checksums in its ``meta.json``.
+
+    Checkpoints written before checksums existed are checked by size only (an INFO line says so).
+
+    Args:
+        path: a checkpoint directory.
+
+    Returns:
+        Problems, each naming the file (missing, truncated, checksum mismatch); empty if it verifies.
+    """
+    path = Path(path)
+    if not (path / COMPLETE).is_file():
+        return [f"{path} is not a complete musicdiff checkpoint (no {COMPLETE} marker)"]
+    try:
+        records = json.loads((path / META).read_text()).get("files")
+    except (OSError, ValueError, AttributeError) as e:
+        return [f"{path / META}: unreadable ({' '.join(str(e).split())})"]
+    if not isinstance(records, dict) or WEIGHTS not in records:
+        return [f"{path / META}: records no files (expected at least {WEIGHTS})"]
+    if not has_checksums(records):
+        log.info("%s was written without checksums (older musicdiff): checking file sizes only", path)
+    return verify_records(path, records)
+
+
+def latest_verified_checkpoint(ckpt_root: str | Path, skip: tuple[Path, ...] | set[Path] = ()) -> Path | None:
+    """Newest complete checkpoint whose files verify; damaged newer ones are skipped with a WARNING.
+
+    Args:
+        ckpt_root: ``<run_dir>/checkpoints``.
+        skip: checkpoints already found unusable (e.g. their ``state.pt`` did not load).
+
+    Returns:
+        The checkpoint, or None if there is no checkpoint at all.
+
+    Raises:
+        CorruptCheckpointError: if checkpoints exist but none is usable (starting over silently
+            would discard the run).
+    """
+    found = list_checkpoints(ckpt_root)
+    newest = found[-1] if found else None
+    for path in reversed(found):
+        if path in skip:
+            continue
+        problems = verify_checkpoint(path)
+        if not problems:
+            if path != newest:
+                log.warning("falling back to %s, the newest checkpoint that verifies", path)
+            return path
+        log.warning("checkpoint %s is damaged and skipped: %s", path, describe_problems(problems))
+    if found:
+        raise CorruptCheckpointError(
+            f"no checkpoint under {ckpt_root} is usable ({len(found)} damaged, see the warnings above): restore "
+            f"one from a backup, or move them away and pass trainer.resume=never to start over")
+    return None
+
+
+def rotate_checkpoints(ckpt_root: str | Path, keep_last: int, verified: Path | None = None) -> list[Path]:
+    """Delete all but the ``keep_last`` newest checkpoints, never the newest one that verifies.
+
+    Only checkpoints older than the newest checkpoint that verifies are deleted, so damaged new
+    checkpoints can never cost the last good one (more than ``keep_last`` are kept then).
+
+    Args:
+        ckpt_root: ``<run_dir>/checkpoints``.
+        keep_last: how many newest checkpoints to keep (>= 1).
+        verified: a checkpoint already known to verify (the one just written), not hashed again.
+
+    Returns:
+        The deleted directories.
+    """
+    found = list_checkpoints(ckpt_root)
+    stale = found[:-keep_last] if keep_last > 0 else []
+    if not stale:
+        return []
+    good = next((p for p in reversed(found) if p == verified or not verify_checkpoint(p)), None)
+    doomed = [p for p in stale if good is not None and _step(p) < _step(good)]
+    if len(doomed) < len(stale):
+        log.warning("rotation keeps %d checkpoint(s) beyond keep_last=%d: %s", len(stale) - len(doomed), keep_last,
+                    f"{good} is the newest that verifies" if good else "none verifies")
+    for p in doomed:
+        shutil.rmtree(p, ignore_errors=True)
+    return doomed
+
+
 def load_checkpoint(path: str | Path, modules: Mapping[str, nn.Module] | None = None,
-                    strict: bool = True) -> dict[str, Any]:
+                    strict: bool = True, verify: bool = False) -> dict[str, Any]:
     """Load weights into ``modules`` and return the training state.
+
+    The state and the weights are read before any module is touched, so a damaged checkpoint
+    leaves the modules as they were.
 
     Args:
         path: a checkpoint directory (must contain ``COMPLETE``).
         modules: name → module to load into (prefix ``<name>.``); None to skip weights.
         strict: require exact key match per module.
+        verify: check sizes and checksums first (:func:`verify_checkpoint`); callers that chose
+            the checkpoint with :func:`latest_verified_checkpoint` already did.
 
     Returns:
         The ``state`` dict saved with the checkpoint (``{}`` if absent).
 
     Raises:
+        CorruptCheckpointError: if a file fails verification or cannot be read (names the file).
         CheckpointError: if the directory is missing or incomplete, or keys do not match.
     """
     path = Path(path)
     if not (path / COMPLETE).is_file():
         raise CheckpointError(f"{path} is not a complete musicdiff checkpoint (no {COMPLETE} marker)")
+    if verify and (problems := verify_checkpoint(path)):
+        raise CorruptCheckpointError(f"checkpoint {path} is damaged: {describe_problems(problems)}")
+    state_path = path / STATE
+    state = _read_state(state_path) if state_path.is_file() else {}
     if modules:
-        tensors = load_file(str(path / WEIGHTS))
+        try:
+            tensors = load_file(str(path / WEIGHTS))
+        except Exception as e:  # SafetensorError (truncated/garbage header), OSError
+            raise CorruptCheckpointError(f"{path / WEIGHTS}: unreadable ({' '.join(str(e).split())})") from e
         for name, module in modules.items():
             load_prefixed(module, tensors, f"{name}.", strict=strict, source=str(path))
-    state_path = path / STATE
-    return torch.load(state_path, weights_only=True, map_location="cpu") if state_path.is_file() else {}
+    return state
+
+
+def _read_state(state_path: Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with one clear line naming the file when it fails."""
+    try:
+        state = torch.load(state_path, weights_only=True, map_location="cpu")
+    except Exception as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if "GLOBAL" in ln), None)
+        if detail:  # a pickled object other than tensors/plain values: never executed
+            raise CorruptCheckpointError(f"{state_path}: refused to unpickle a Python object that weights_only "
+                                         f"loading does not allow ({detail})") from e
+        detail = next((ln for ln in lines[1:] if "Check the documentation" not in ln and not ln.startswith("Please file")),
+                      f"{type(e).__name__} {lines[0] if lines else ''}".strip())
+        raise CorruptCheckpointError(f"{state_path}: not a training state written by musicdiff (corrupted or "
+                                     f"replaced: {detail[:200]})") from e
+    if not isinstance(state, dict):
+        raise CorruptCheckpointError(f"{state_path}: holds a {type(state).__name__}, not a training state dict")
+    return state
 
 
 def load_prefixed(module: nn.Module, tensors: Mapping[str, torch.Tensor], prefix: str, strict: bool = True,
@@ -260,59 +435,3 @@ def load_prefixed(module: nn.Module, tensors: Mapping[str, torch.Tensor], prefix
         raise CheckpointError(f"{source}: module '{prefix[:-1]}' does not match the checkpoint: "
                               f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                               f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
-
-
-def export_modules(out_dir: str | Path, modules: Mapping[str, nn.Module], config: DictConfig | dict | None = None,
-                   config_hash: str | None = None) -> Path:
-    """Write inference weights (``<name>.safetensors``) + ``config.yaml`` for the other entry points.
-
-    The export directory is assembled under a temp name and renamed, like a checkpoint.
-    """
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    for name, module in modules.items():
-        save_file(state_dict_for_save(module), str(tmp / f"{name}.safetensors"),
-                  metadata={"config_hash": config_hash or ""})
-    if config is not None:
-        cfg = config if isinstance(config, DictConfig) else OmegaConf.create(config)
-        (tmp / CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    (tmp / META).write_text(json.dumps({"modules": list(modules), "config_hash": config_hash}, indent=2))
-    (tmp / COMPLETE).write_text("ok\n")
-    if out.exists():
-        old = out.with_name(f".old-{out.name}-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-    return out
-
-
-def load_exported(path: str | Path, name: str, module: nn.Module, strict: bool = True) -> nn.Module:
-    """Load ``<path>/<name>.safetensors`` (an export dir) into ``module``.
-
-    Raises:
-        CheckpointError: if the file is missing or does not match.
-    """
-    path = Path(path)
-    file = path / f"{name}.safetensors"
-    if not file.is_file():
-        raise CheckpointError(f"{file} not found: expected an export directory written by musicdiff-train "
-                              f"(<run_dir>/export) containing {name}.safetensors")
-    missing, unexpected = module.load_state_dict(load_file(str(file)), strict=False)
-    if strict and (missing or unexpected):
-        raise CheckpointError(f"{file} does not match the configured {name}: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]} (check the config groups used at training)")
-    return module
-
-
-def exported_config(path: str | Path) -> DictConfig:
-    """The resolved training config stored with an export or checkpoint directory."""
-    file = Path(path) / CONFIG
-    if not file.is_file():
-        raise CheckpointError(f"{file} not found")
-    return OmegaConf.load(file)  # type: ignore[return-value]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import signal
 import time
 from collections import defaultdict
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from musicdiff.data.collate import collate
+from musicdiff.files.checksums import describe_problems
 from musicdiff.tracking.base import NullLogger, RunLogger
 from musicdiff.training import checkpoint as ckpt
 from musicdiff.training import distributed as mp
@@ -55,8 +57,9 @@ class Trainer:
         log_every: steps between metric logs.
         demo_every: steps between demo generations (0: only at the end).
         checkpoint_every: steps between checkpoints (0: only at the end).
-        keep_last: checkpoints kept by rotation (0 keeps all).
-        resume: ``auto`` (latest complete checkpoint in the run dir), ``never``, or a checkpoint path.
+        keep_last: checkpoints kept by rotation (0 keeps all; the newest one that verifies is never deleted).
+        resume: ``auto`` (newest checkpoint in the run dir whose checksums verify; damaged newer ones are
+            skipped with a warning), ``never``, or a checkpoint path (must verify).
         max_consecutive_skips: abort after this many non-finite steps in a row.
         cpu: force CPU even if a GPU is present.
         deepspeed: DeepSpeed settings (see ``conf/trainer/deepspeed_*.yaml``) or None.
@@ -76,8 +79,16 @@ class Trainer:
                  step_seeding: bool = True, metrics_file: str | None = "metrics.jsonl") -> None:
         if mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"trainer.mixed_precision must be no|bf16|fp16, got {mixed_precision!r}")
-        if grad_accum < 1 or batch_size < 1:
-            raise ValueError(f"trainer.batch_size and trainer.grad_accum must be >= 1, got {batch_size}, {grad_accum}")
+        max_steps, batch_size, grad_accum = (_whole("max_steps", max_steps, 1), _whole("batch_size", batch_size, 1),
+                                             _whole("grad_accum", grad_accum, 1))
+        num_workers, log_every = _whole("num_workers", num_workers, 0), _whole("log_every", log_every, 1)
+        demo_every, checkpoint_every = _whole("demo_every", demo_every, 0), _whole("checkpoint_every", checkpoint_every, 0)
+        keep_last = _whole("keep_last", keep_last, 0)
+        max_consecutive_skips = _whole("max_consecutive_skips", max_consecutive_skips, 1)
+        if isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float)) or not 0 <= grad_clip < math.inf:
+            raise ValueError(f"trainer.grad_clip must be a finite number >= 0 (0 disables clipping), got {grad_clip!r}")
+        if not isinstance(resume, str) or not resume:
+            raise ValueError(f"trainer.resume must be auto, never or a checkpoint directory, got {resume!r}")
         self.max_steps, self.batch_size, self.grad_accum = max_steps, batch_size, grad_accum
         self.mixed_precision, self.grad_clip, self.num_workers = mixed_precision, grad_clip, num_workers
         self.log_every, self.demo_every = log_every, demo_every
@@ -164,27 +175,56 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         modules: dict[str, Any] = self._modules(task)
         if self.deepspeed:
-            mp.save_engine(self.engine, staging)
+            try:
+                mp.save_engine(self.engine, staging)
+            except Exception as e:  # disk full while DeepSpeed writes its shards
+                if self.is_main:
+                    shutil.rmtree(staging, ignore_errors=True)
+                raise ckpt.CheckpointError(f"could not write the DeepSpeed state of checkpoint step {self.step} into "
+                                           f"{staging}: {' '.join(str(e).split())[:200]}; the previous checkpoints "
+                                           f"are intact") from e
             if self.zero_stage == 3:
                 modules = mp.full_state(self.engine, task, modules)
             self.accelerator.wait_for_everyone()
         if self.is_main:
+            # raises NonFiniteWeightsError (nothing written, older checkpoints kept) or CheckpointError (disk full)
             ckpt.save_checkpoint(root, self.step, modules, state, config, config_hash, self.keep_last, staging=staging)
         self.accelerator.wait_for_everyone()
         self._saved_step = self.step
 
     def _resume(self, task, optimizers, run_dir: Path) -> tuple[int, int]:
+        """Resume from the newest checkpoint that verifies (``auto``) or from ``resume``; returns the data position.
+
+        ``auto`` skips damaged checkpoints (checksum mismatch, truncated or unreadable file) with
+        a WARNING naming the file and falls back to the newest one that verifies; an explicit
+        path that fails verification is an error.
+        """
         if self.resume == "never":
             return 0, 0
         root = run_dir / "checkpoints"
-        if self.resume == "auto":
-            if self.is_main:
-                ckpt.clean_staging(root)
-            path = mp.from_rank0(ckpt.latest_checkpoint(root), self.world_size)
-        else:
+        if self.resume != "auto":
             path = Path(self.resume)
-        if path is None:
-            return 0, 0
+            if self.is_main and (problems := ckpt.verify_checkpoint(path)):
+                raise ckpt.CheckpointError(f"trainer.resume={path}: {describe_problems(problems)}")
+            return self._load(task, optimizers, path)
+        skip: set[Path] = set()
+        while True:
+            path = None
+            if self.is_main:  # hashing on one rank; the others take its choice
+                ckpt.clean_staging(root)
+                path = ckpt.latest_verified_checkpoint(root, skip)
+            path = mp.from_rank0(path, self.world_size)
+            if path is None:
+                return 0, 0
+            try:
+                return self._load(task, optimizers, path)
+            except ckpt.CorruptCheckpointError as e:  # verified by size only (older checkpoint) yet unreadable
+                if self.world_size > 1 or self.deepspeed:
+                    raise
+                log.warning("%s: skipping this checkpoint", e)
+                skip.add(path)
+
+    def _load(self, task, optimizers, path: Path) -> tuple[int, int]:
         modules = self._modules(task)
         if self.deepspeed:
             mp.load_engine(self.engine, path)  # the whole model + every rank's ZeRO shard
@@ -324,12 +364,17 @@ class Trainer:
             self._demo(task, logger)
         if not hasattr(task, "export"):
             return
+        from musicdiff.pretrained import write_export
+
         modules: dict[str, Any] = task.export()
         if self.deepspeed and self.zero_stage == 3:
             modules = mp.full_state(self.engine, task, modules)
-        if self.is_main:
-            out = ckpt.export_modules(run_dir / self.export_dir_name, modules, config, config_hash)
+        if self.is_main and modules:
+            out = write_export(run_dir / self.export_dir_name, modules, config, config_hash)
             log.info("exported inference weights to %s", out)
+        if self.is_main and hasattr(task, "export_files"):  # e.g. an adapter-only export
+            for path in task.export_files(run_dir / self.export_dir_name):
+                log.info("exported %s", path)
         self.accelerator.wait_for_everyone()
 
     def _write_metrics(self, run_dir: Path, metrics: Mapping[str, float]) -> None:
@@ -346,6 +391,14 @@ class Trainer:
         with torch.no_grad():
             task.demo(self.step, logger)
         task.train()
+
+
+def _whole(name: str, value: Any, minimum: int) -> int:
+    """``trainer.<name>`` as an int >= ``minimum``, or one clear error line (before any model is trained)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()) \
+            or value < minimum:
+        raise ValueError(f"trainer.{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from musicdiff.adapters.training import AdapterTraining, as_spec
 from musicdiff.diffusion.cfg_dropout import cfg_dropout, null_cond
-from musicdiff.diffusion.denoiser import VDenoiser
+from musicdiff.diffusion.objectives import make_denoiser
 
 log = logging.getLogger("musicdiff.tasks.diffusion")
 
@@ -101,7 +103,8 @@ class DiffusionTask(nn.Module):
         dit: the v-predicting network (:class:`musicdiff.models.dit.DiffusionTransformer`).
         conditioner: a :class:`musicdiff.models.conditioners.ConditionerSet`.
         diffusion: the loss ``diffusion(model, x0, cond, padding_mask) -> (loss, info)``
-            (:class:`musicdiff.diffusion.VObjectiveLoss`).
+            (:class:`musicdiff.diffusion.VObjectiveLoss` or :class:`~musicdiff.diffusion.RectifiedFlowLoss`;
+            its ``objective`` attribute picks the denoiser for demos).
         optimizer: partial optimiser ``optimizer(params) -> Optimizer`` (Hydra ``_partial_``).
         lr_schedule: partial scheduler ``lr_schedule(optimizer) -> LRScheduler`` or None.
         autoencoder: frozen autoencoder; encodes ``batch["audio"]`` on the fly and decodes demos.
@@ -119,6 +122,15 @@ class DiffusionTask(nn.Module):
         sampler: a :class:`musicdiff.sampling.SamplerSpec` (the ``sampler`` config group) used for
             demos; None = DPM++ 2M (Euler without ``musicdiff.sampling``) with the ``demo_*``
             steps, guidance scale and sigma range below.
+        freeze: dotted names of submodules that do not train, e.g. ``[conditioner]`` (text and timing
+            conditioners frozen), ``[conditioner.conditioners.prompt]`` or ``[dit.transformer.layers.0]``;
+            their parameters get no gradients and no optimiser state (fine-tuning switches).
+        adapter: an :class:`musicdiff.adapters.AdapterSpec` (the ``adapter`` config group); unless its
+            kind is ``none`` only the adapter trains (base DiT and conditioners frozen), the EMA
+            averages the adapter alone and the export is ``adapter.safetensors``
+            (:class:`musicdiff.adapters.training.AdapterTraining`).
+        adapter_ab_every: with an adapter, demos at steps that are multiples of this also generate
+            without the adapter and log the distances (0: at every demo).
     """
 
     def __init__(
@@ -140,6 +152,9 @@ class DiffusionTask(nn.Module):
         demo_sigma_max: float = 500.0,
         demo_seed: int = 0,
         sampler: Any | None = None,
+        freeze: Sequence[str] = (),
+        adapter: Any | None = None,
+        adapter_ab_every: int = 0,
     ) -> None:
         super().__init__()
         if not 0.0 <= ema_beta < 1.0:
@@ -155,7 +170,14 @@ class DiffusionTask(nn.Module):
         avg_fn = (
             EMAWarmup(ema_beta, ema_warmup_power) if ema_warmup_power > 0 else get_ema_multi_avg_fn(ema_beta)
         )
-        self.ema = AveragedModel(dit, multi_avg_fn=avg_fn, use_buffers=True)
+        self.freeze = list(freeze)
+        self._freeze(self.freeze)
+        spec = as_spec(adapter)
+        self.adapter = None if spec is None else AdapterTraining(dit, spec, conditioner, avg_fn, adapter_ab_every)
+        if self.adapter is not None:
+            self.ema = self.adapter.ema  # the adapter's EMA only: no copy of the frozen base
+        else:
+            self.ema = AveragedModel(dit, multi_avg_fn=avg_fn, use_buffers=True)
         self.ema.requires_grad_(False)
         self.ema_beta = ema_beta
         self.cfg_dropout_prob = cfg_dropout_prob
@@ -179,10 +201,26 @@ class DiffusionTask(nn.Module):
         self.ema.eval()
         return self
 
+    def _freeze(self, names: Sequence[str]) -> None:
+        """Stop gradients of the named submodules (see ``freeze``); unknown names fail with the valid roots."""
+        for name in names:
+            try:
+                module = self.get_submodule(str(name))
+            except AttributeError as err:
+                raise ValueError(f"task.freeze: no submodule '{name}' (e.g. dit, conditioner, "
+                                 f"conditioner.conditioners.<id>, dit.transformer.layers.<i>)") from err
+            module.requires_grad_(False)
+            log.info("frozen: %s (%d parameters)", name, sum(p.numel() for p in module.parameters()))
+
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """DiT parameters plus the conditioners' trainable ones (timing, LUT, projections)."""
-        params = list(self.dit.parameters())
+        """DiT parameters plus the conditioners' trainable ones (timing, LUT, projections), less frozen ones;
+        with an adapter, the adapter's parameters alone."""
+        if self.adapter is not None:
+            return self.adapter.parameters()
+        params = [p for p in self.dit.parameters() if p.requires_grad]
         params += [p for p in self.conditioner.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("nothing to train: every DiT and conditioner parameter is frozen (task.freeze)")
         return params
 
     def configure_optimizers(self) -> dict[str, tuple[torch.optim.Optimizer, Any]]:
@@ -192,7 +230,10 @@ class DiffusionTask(nn.Module):
         return {"dit": (opt, sched)}
 
     def checkpoint_modules(self) -> dict[str, nn.Module]:
-        """Modules whose weights a training checkpoint holds (the frozen autoencoder is not one)."""
+        """Modules whose weights a training checkpoint holds (the frozen autoencoder is not one; with an
+        adapter, neither is the frozen base DiT: its weight hash is kept instead)."""
+        if self.adapter is not None:
+            return self.adapter.checkpoint_modules(self.conditioner)
         return {"dit": self.dit, "ema": self.ema, "conditioner": self.conditioner}
 
     # --------------------------------------------------------------- training
@@ -239,8 +280,10 @@ class DiffusionTask(nn.Module):
 
     @torch.no_grad()
     def on_step_end(self, step: int) -> None:
-        """Update the EMA of the DiT weights."""
-        if hasattr(next(self.dit.parameters()), "ds_tensor"):
+        """Update the EMA of the DiT weights (of the adapter alone with an adapter)."""
+        if self.adapter is not None:
+            self.ema.update_parameters(self.dit)
+        elif hasattr(next(self.dit.parameters()), "ds_tensor"):
             self._update_ema_partitions()
         else:
             self.ema.update_parameters(self.dit)
@@ -266,7 +309,11 @@ class DiffusionTask(nn.Module):
     # ------------------------------------------------------------------ demos
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], seconds: float, use_ema: bool = True) -> torch.Tensor:
-        """Sample latents ``[B, D, L]`` for ``prompts`` (``seconds`` long at the autoencoder rate)."""
+        """Sample latents ``[B, D, L]`` for ``prompts`` (``seconds`` long at the autoencoder rate).
+
+        The DiT is wrapped for its training objective (``self.diffusion.objective``: ``v`` or
+        ``rectified_flow``) and the sampler's space (k-diffusion sigmas or flow times).
+        """
         if self.autoencoder is None:
             raise ValueError("generate needs the autoencoder to know the latent rate")
         device = self._device()
@@ -279,27 +326,44 @@ class DiffusionTask(nn.Module):
         d = getattr(net, "io_channels", None) or self.autoencoder.latent_dim
         x = torch.randn(len(prompts), d, length, generator=gen).to(device)
         extra = {"cond": cond, "uncond": null_cond(cond)}
+        objective = getattr(self.diffusion, "objective", "v")
         if self.sampler is not None:
-            sigmas = self.sampler.sigmas(device)
-            denoiser = self.sampler.guided(VDenoiser(net))
+            sigmas = self.sampler.sigmas(device, length=length)
+            denoiser = self.sampler.guided(make_denoiser(net, objective, getattr(self.sampler, "space", "ve")))
             return self.sampler.run(
                 denoiser, x * sigmas[0], extra_args=extra, disable=True, sigmas=sigmas, seed=self.demo_seed
             )
-        denoiser = _guided(VDenoiser(net), self.demo_cfg_scale)
+        denoiser = _guided(make_denoiser(net, objective, "ve"), self.demo_cfg_scale)
         sigmas = _sigmas(self.demo_steps, self.demo_sigma_min, self.demo_sigma_max, device)
         return _default_sampler()(denoiser, x * sigmas[0], sigmas, extra_args=extra, disable=True)
 
     @torch.no_grad()
     def demo(self, step: int, logger: Any) -> None:
-        """Generate one clip per demo prompt with the EMA model and log it as audio."""
+        """Generate one clip per demo prompt with the EMA model and log it as audio (with an adapter,
+        also its diagnostics: :meth:`musicdiff.adapters.training.AdapterTraining.log_diagnostics`)."""
         if self.autoencoder is None or not self.demo_prompts:
             log.info("no autoencoder or demo prompts: skipping demo at step %d", step)
+            if self.adapter is not None:
+                self.adapter.log_diagnostics(self, step, logger, None, None)
             return
         latents = self.generate(self.demo_prompts, self.demo_seconds)
         audio = self.autoencoder.decode(latents).float().clamp(-1, 1).cpu()
         for i, clip in enumerate(audio):
             logger.log_audio(f"demo/{i}", clip, int(self.autoencoder.sample_rate), step)
+        if self.adapter is not None:
+            self.adapter.log_diagnostics(self, step, logger, latents, audio)
 
     def export(self) -> dict[str, nn.Module]:
-        """Inference modules: the EMA DiT (as ``dit``) and the conditioner set."""
-        return {"dit": self.ema.module, "conditioner": self.conditioner}
+        """Inference modules: the EMA DiT (as ``dit``), the conditioner set and the frozen autoencoder
+        (so the export is self-contained). With an adapter: none (see :meth:`export_files`)."""
+        if self.adapter is not None:
+            return {}
+        out = {"dit": self.ema.module, "conditioner": self.conditioner}
+        if self.autoencoder is not None:
+            out["autoencoder"] = self.autoencoder
+        return out
+
+    def export_files(self, out_dir: str | Path) -> list[Path]:
+        """Files written into the export directory besides :meth:`export`'s modules: with an adapter,
+        the EMA adapter ``adapter.safetensors`` (recording the base DiT's weight hash)."""
+        return self.adapter.export(out_dir) if self.adapter is not None else []
