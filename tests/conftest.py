@@ -100,11 +100,14 @@ def data_env(_synthetic_audio_dir, tiny_latent_dir, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_pipeline_paths(tmp_path_factory):
-    """The tiny pipeline trained once per session (tests/helpers/tiny_pipeline.py): export paths."""
+    """The tiny pipeline trained once per session (tests/helpers/tiny_pipeline.py): export paths.
+
+    ``MUSICDIFF_TEST_TINY_PIPELINE=<dir>`` keeps it in ``<dir>`` instead, reused across sessions.
+    """
     from tests.helpers.tiny_pipeline import tiny_pipeline
     from tests.helpers.trained_tiny import SESSION_DIR
 
-    return tiny_pipeline(tmp_path_factory.getbasetemp() / SESSION_DIR)
+    return tiny_pipeline(os.environ.get("MUSICDIFF_TEST_TINY_PIPELINE") or tmp_path_factory.getbasetemp() / SESSION_DIR)
 
 
 @pytest.fixture(scope="session")

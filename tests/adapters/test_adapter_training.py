@@ -18,14 +18,11 @@ from musicdiff.adapters import (
     merge_adapters,
     read_adapter,
 )
-from musicdiff.cli.train import pretrained_parts, train
+from musicdiff.cli.train import pretrained_parts
 from musicdiff.pretrained import load_pretrained
 from musicdiff.training import checkpoint as ckpt
+from tests.adapters.conftest import TINY
 from tests.conftest import compose_root
-
-TINY = ["experiment=tiny", "logger=none", "dataset.num_items=8", "trainer.batch_size=2", "trainer.progress=false",
-        "trainer.checkpoint_every=2", "task.demo_prompts=[square playing C4]", "task.demo_seconds=0.5",
-        "sampler.steps=4", "trainer.log_every=1"]
 
 
 class RecordingLogger:
@@ -45,17 +42,8 @@ class RecordingLogger:
         return lambda *a, **k: None
 
 
-@pytest.fixture(scope="module")
-def base_export(tmp_path_factory):
-    """A tiny base model exported by a 2-step run (DiT + conditioner + autoencoder)."""
-    root = tmp_path_factory.mktemp("adapter_base")
-    train(compose_root("train", [*TINY, "trainer.max_steps=2", "task.demo_prompts=[]",
-                                 f"paths.log_dir={root / 'outputs'}", f"paths.output_dir={root / 'base'}"]))
-    return root / "base" / "export"
-
-
-def _adapter_task(base_export, tmp_path, *extra):
-    cfg = compose_root("train", [*TINY, "adapter=lora", "adapter.rank=4", f"init_from={base_export}",
+def _adapter_task(base_export, tmp_path, *extra, adapter=("adapter=lora", "adapter.rank=4")):
+    cfg = compose_root("train", [*TINY, *adapter, f"init_from={base_export}",
                                  f"paths.log_dir={tmp_path / 'outputs'}", f"paths.output_dir={tmp_path / 'run'}",
                                  *extra])
     parts = pretrained_parts(cfg)
@@ -123,7 +111,7 @@ def metrics_ok(m: dict[str, float]) -> bool:
 @pytest.mark.parametrize("option", ["none", "dora", "lora_xs"])
 def test_every_adapter_option_builds_and_steps(option, base_export, tmp_path):
     """Each conf/adapter option instantiates from the config tree and takes an optimiser step."""
-    cfg, task = _adapter_task(base_export, tmp_path, f"adapter={option}")
+    cfg, task = _adapter_task(base_export, tmp_path, adapter=[f"adapter={option}"])
     opt = torch.optim.AdamW(task.trainable_parameters(), lr=1e-2)
     before = {k: v.clone() for k, v in base_state_dict(task.dit).items()}
     ds = instantiate(cfg.dataset)
@@ -142,3 +130,17 @@ def test_every_adapter_option_builds_and_steps(option, base_export, tmp_path):
         assert changed and task.adapter is None  # the whole DiT trains
     else:
         assert not changed and all(p.grad is not None for p in task.trainable_parameters())
+
+
+def test_lora_with_8bit_adamw_checkpoints_and_resumes(base_export, tmp_path):
+    """optim=adamw_8bit (bitsandbytes, CPU): uint8 Adam moments for the adapter, saved and resumed."""
+    from musicdiff.cli.train import train
+
+    common = [*TINY, "adapter=lora", f"init_from={base_export}", "optim=adamw_8bit", "optim.min_8bit_size=1",
+              "task.demo_prompts=[]", f"paths.log_dir={tmp_path / 'outputs'}", f"paths.output_dir={tmp_path / 'run'}"]
+    train(compose_root("train", [*common, "trainer.max_steps=2"]))
+    state = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints"))["optimizers"]["dit"]
+    dtypes = {v.dtype for s in state["state"].values() for k, v in s.items() if k.startswith("state")}
+    assert dtypes == {torch.uint8}
+    assert train(compose_root("train", [*common, "trainer.max_steps=3"]))["step"] == 3
+    assert (tmp_path / "run" / "export" / "adapter.safetensors").is_file()

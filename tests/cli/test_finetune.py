@@ -105,3 +105,21 @@ def test_finetune_resumes_after_kill_9(base, tmp_path):
     for name in ("dit", "conditioner"):
         a, b = load_file(str(run / "export" / f"{name}.safetensors")), load_file(str(ref / "export" / f"{name}.safetensors"))
         assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), name
+
+
+@pytest.mark.slow
+def test_finetune_under_deepspeed_zero3_loads_before_sharding(base, tmp_path):
+    """Two CPU processes, ZeRO-3 (every weight partitioned): with lr 0 the export gathered from the
+    shards is the pretrained model, so the weights were in place before DeepSpeed partitioned them."""
+    from tests.training.test_distributed import _env, _launch, _run
+
+    root, export, modules = base
+    run = tmp_path / "zero3"
+    _run([*_launch(2), "-m", "musicdiff.train", "experiment=tiny", "logger=none", "dataset.num_items=8",
+          "trainer.batch_size=2", "task.demo_prompts=[]", "trainer.progress=false", "trainer.max_steps=2",
+          "trainer=deepspeed_zero3", "trainer.cpu=true", "trainer.mixed_precision=no", "optim.lr=0.0",
+          f"init_from={export}", f"paths.log_dir={root / 'outputs'}", f"hydra.run.dir={run}"], env=_env())
+    for name in ("dit", "conditioner"):
+        got = load_file(str(run / "export" / f"{name}.safetensors"))
+        want = modules[name].state_dict()
+        assert got.keys() == want.keys() and all(torch.allclose(got[k], want[k], atol=1e-7) for k in got), name

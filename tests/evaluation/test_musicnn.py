@@ -17,7 +17,6 @@ import pytest
 import soxr
 import torch
 
-from musicdiff.evaluation import AudioSet, FrechetDistance, KLDivergence
 from musicdiff.evaluation.musicnn import (MTT_LABELS, MusicnnEmbedder, MusicnnFrontEndAudio, default_weights_dir,
                                           load_musicnn, patches)
 from musicdiff.evaluation.tf_checkpoint import CheckpointFormatError, load_tf_checkpoint
@@ -64,22 +63,6 @@ def test_embedder_outputs_resampling_stereo_and_short_clips(clips):
     assert len(patches(torch.zeros(500, 96))) == 2 and len(patches(torch.zeros(10, 96))) == 1
 
 
-def test_metrics_separate_different_music(clips):
-    """FD/KL on musicnn: a set is closer to a noisy copy of itself than to different music."""
-    rng = np.random.default_rng(0)
-    base = [clips["chord"][:, i * 16000:(i + 3) * 16000] for i in range(3)]
-    copy = [a + 0.003 * torch.from_numpy(rng.standard_normal(a.shape).astype(np.float32)) for a in base]
-    other = [clips["drums"][:, i * 16000:(i + 3) * 16000] for i in range(3)]
-    names = ["a", "b", "c"]
-    sets = {k: AudioSet(v, names, SR) for k, v in (("base", base), ("copy", copy), ("other", other))}
-    kl = KLDivergence(MusicnnEmbedder(), name="kl_musicnn")
-    assert kl.evaluate(sets["copy"], sets["base"])["kl_musicnn"] < 0.1 * kl.evaluate(sets["other"], sets["base"])[
-        "kl_musicnn"]
-    fd = FrechetDistance(MusicnnEmbedder(), name="fd_musicnn")
-    assert fd.evaluate(sets["copy"], sets["base"])["fd_musicnn"] < 0.1 * fd.evaluate(sets["other"], sets["base"])[
-        "fd_musicnn"]
-
-
 def test_checkpoint_reader_reads_all_layers_and_rejects_damage(tmp_path):
     src = default_weights_dir("MTT_musicnn")
     tensors = load_tf_checkpoint(f"{src}/")
@@ -101,3 +84,33 @@ def test_checkpoint_reader_reads_all_layers_and_rejects_damage(tmp_path):
         load_tf_checkpoint(f"{bad}/")
     with pytest.raises(ValueError, match="unknown model"):
         load_musicnn("MTT_vgg")
+    with pytest.raises(ValueError, match="not a musicnn model, missing variables"):  # e.g. the wheel's VGG model
+        load_musicnn("MTT_musicnn", str(src.parent / "MTT_vgg"))
+
+
+def test_metrics_config_scores_folders_with_intervals(tmp_path, clips, caplog):
+    """conf/metrics/musicnn.yaml end to end: FD/KL with bootstrap intervals, flagged small-sample FD."""
+    import soundfile as sf
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from musicdiff.evaluation import evaluate_folders
+
+    conf = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "metrics" / "musicnn.yaml")
+    for m in conf.metrics.values():
+        m.bootstrap = 50
+    suite = instantiate(conf)
+    rng = np.random.default_rng(0)
+    for folder, name in (("ref", "chord"), ("copy", "chord"), ("other", "drums")):
+        (tmp_path / folder).mkdir()
+        x = clips[name][0].numpy()
+        for i in range(3):  # three 3 s excerpts as stereo files; "copy" = the reference + faint noise
+            seg = x[i * 16000:(i + 3) * 16000] + (0.003 * rng.standard_normal(48000) if folder == "copy" else 0)
+            sf.write(tmp_path / folder / f"{i}.wav", np.stack([seg, seg], 1).astype(np.float32), SR)
+    copy = evaluate_folders(tmp_path / "copy", tmp_path / "ref", metrics=suite)
+    other = evaluate_folders(tmp_path / "other", tmp_path / "ref", metrics=suite)
+    assert copy["fd_musicnn"] < 0.1 * other["fd_musicnn"] and copy["kl_musicnn"] < 0.1 * other["kl_musicnn"]
+    assert other["fd_musicnn"] > 1 and other["kl_musicnn"] > 0.05
+    assert other["fd_musicnn_diagonal"] == 1.0 and "200 dimensions" in caplog.text
+    for key in ("fd_musicnn", "kl_musicnn", "kl_pooled_musicnn"):
+        assert other[f"{key}_ci_low"] <= other[f"{key}_ci_high"]

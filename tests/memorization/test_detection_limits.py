@@ -85,9 +85,17 @@ def test_where_planted_copy_detection_stops(trained_tiny, tmp_path):
             "detected": m.neighbours[0] in group and m.top_similarity >= threshold}
     (tmp_path / "detection_limits.json").write_text(json.dumps({"group": sorted(group), "rows": table}, indent=1))
     detected = {n for n, r in table.items() if r["detected"]}
-    # Measured (docs/MEMORIZATION.md): see the table there; these are its "detected" column.
-    assert detected == {"exact copy", "noise 1e-3", "gain -6 dB", "gain -20 dB", "autoencoder round trip",
-                        "autoencoder + gain -6 dB", "shift 0.05 s", "shift 0.1 s", "shift 0.25 s",
-                        "autoencoder + shift 0.1 s"}, table
+    # Measured (the table in docs/MEMORIZATION.md): exact, gain and small shifts are found; added noise
+    # of 1e-2, shifts of 0.5 s and every copy that went through the tiny autoencoder are not. Update
+    # the docs table when this changes (e.g. a more robust embedder).
+    assert detected == {"exact copy", "noise 1e-3", "gain -6 dB", "gain -20 dB", "shift 0.05 s", "shift 0.1 s",
+                        "shift 0.25 s"}, table
     assert table["exact copy"]["top_similarity"] == pytest.approx(1.0, abs=1e-5)
-    assert table["gain -6 dB"]["top_similarity"] == pytest.approx(1.0, abs=1e-4)  # the embedder is gain-invariant
+    for name in ("gain -6 dB", "gain -20 dB"):  # the embedder is gain-invariant
+        assert table[name]["top_similarity"] == pytest.approx(1.0, abs=1e-4)
+    # The autoencoded copy still has the source's repeat group among its 3 nearest, far below the threshold.
+    assert table["autoencoder round trip"]["source_group_similarity"] is not None
+    assert table["autoencoder round trip"]["top_similarity"] < threshold - 0.05
+    # At this threshold fresh clips of the same small vocabulary count as replicas too: it cannot
+    # separate copies from style-alike clips here (run.sh uses 0.99; exact copies score 1.0).
+    assert all(table[n]["above_threshold"] for n in fresh), table

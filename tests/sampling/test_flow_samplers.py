@@ -197,3 +197,21 @@ def test_flow_generation_is_seeded_and_supports_audio_to_audio_and_inpainting(op
     out = gen.generate("x y", seeds=0, inpaint=InpaintRequest(init, keep))[0]
     torch.testing.assert_close(out[:, :64], init[:, :64])
     assert not torch.allclose(out[:, 64:], init[:, 64:], atol=0.1)
+
+
+def test_inpaint_denoiser_renoises_known_latents_in_flow_time():
+    from musicdiff.sampling import InpaintDenoiser
+
+    seen = {}
+
+    def inner(x, t, **kw):
+        seen["x"] = x.clone()
+        return torch.zeros_like(x)
+
+    known, noise, x = torch.randn(3, 2, 2, 6).unbind(0)
+    keep = torch.tensor([True, True, False, False, False, True]).reshape(1, 1, 6)
+    t = torch.tensor([0.3, 0.8])
+    out = InpaintDenoiser(inner, known, keep, noise, flow=True)(x, t)
+    tb = t.reshape(-1, 1, 1)
+    torch.testing.assert_close(seen["x"], torch.where(keep, (1 - tb) * known + tb * noise, x))
+    torch.testing.assert_close(out, torch.where(keep, known, torch.zeros_like(x)))

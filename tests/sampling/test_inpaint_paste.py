@@ -21,9 +21,10 @@ def test_crossfade_weights_linear_and_equal_power():
     orig_p, gen_p = crossfade_weights(keep, 12, fade=2, shape="equal_power")
     torch.testing.assert_close(orig_p**2 + gen_p**2, torch.ones(12))
     assert orig_p[3] == pytest.approx(math.cos(math.pi / 6)) and orig_p[5:8].eq(0).all() and gen_p[5:8].eq(1).all()
-    # beyond the mask = generated; a longer output pads, a shorter one crops
-    orig_long, _ = crossfade_weights(keep, 15, fade=1)
-    assert orig_long[12].item() == pytest.approx(0.5) and orig_long[13:].eq(0).all()
+    # beyond the original audio: generated, with no original to fade from; a shorter output crops
+    orig_long, gen_long = crossfade_weights(keep, 15, fade=1)
+    assert orig_long[:12].tolist() == crossfade_weights(keep, 12, fade=1)[0].tolist()
+    assert orig_long[12:].eq(0).all() and gen_long[12:].eq(1).all()
     assert crossfade_weights(keep, 5, fade=0)[0].tolist() == [1, 1, 1, 0, 0]
     with pytest.raises(ValueError, match="crossfade shape"):
         crossfade_weights(keep, 12, 2, shape="cosine")

@@ -125,3 +125,23 @@ def test_disk_full_names_the_file_and_leaves_no_temp(tmp_path):
     assert len(str(info.value).splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ok.wav", GENERATIONS_MANIFEST])
     assert [r["path"] for r in _records(tmp_path)] == ["ok.wav"]
+
+
+def test_failed_record_append_leaves_no_half_line_and_no_orphan_clip(tmp_path):
+    import resource
+    import signal
+
+    with GenerationWriter(tmp_path, 100, "wav") as w:
+        w.write("first", torch.zeros(1, 10), GenerationRequest("x" * 4000, seed=0))
+        before = (tmp_path / GENERATIONS_MANIFEST).read_bytes()
+        old_limit, old_handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) + 50, old_limit[1]))  # the clip fits, the record not
+        try:
+            with pytest.raises(OSError, match=rf"cannot append to .*{GENERATIONS_MANIFEST}"):
+                w.write("second", torch.zeros(1, 10), GenerationRequest("y" * 4000, seed=1))
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+            signal.signal(signal.SIGXFSZ, old_handler)
+        w.write("third", torch.zeros(1, 10), GenerationRequest("z", seed=2))
+    assert [r["path"] for r in _records(tmp_path)] == ["first.wav", "third.wav"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["first.wav", "third.wav", GENERATIONS_MANIFEST])

@@ -159,6 +159,7 @@ def test_bit_flip_in_newest_checkpoint_falls_back_and_training_finishes(tmp_path
         assert torch.allclose(a, b, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_bit_flip_in_a_tiny_dit_run_through_the_cli(tmp_path, caplog):
     """The same story through ``musicdiff-train experiment=tiny`` (DiT + EMA + conditioner): the resumed
     run skips the damaged step-4 checkpoint, no step is lost to non-finite losses, and the
@@ -276,15 +277,18 @@ def test_disk_full_during_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ckpt, "save_file", save_until_full)
     run = tmp_path / "run"
-    with pytest.raises(ckpt.CheckpointError, match=re.escape(f"could not write checkpoint {run / 'checkpoints' / 'step_00000020'}: "
-                                                                f"No space left on device")) as e:
+    target = run / "checkpoints" / "step_00000020"
+    with pytest.raises(ckpt.CheckpointError, match=re.escape(f"could not write checkpoint {target}: No space left")) as e:
         _fit(run, max_steps=20)
     assert "previous checkpoints are intact" in _one_line(e)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000010"]
     assert ckpt.verify_checkpoint(run / "checkpoints" / "step_00000010") == []
     assert not (run / "export").exists()
     # torch.save's own failure on a full disk (a C++ stream error) reads the same way
-    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("basic_ios::clear: iostream error")))
+    def stream_error(*args, **kwargs):
+        raise RuntimeError("basic_ios::clear: iostream error")
+
+    monkeypatch.setattr(torch, "save", stream_error)
     monkeypatch.setattr(ckpt, "save_file", real)
     with pytest.raises(ckpt.CheckpointError, match=r"step_00000011: basic_ios::clear: iostream error \(\d+ MiB free"):
         ckpt.save_checkpoint(run / "checkpoints", 11, {"m": nn.Linear(2, 2)}, {"step": 11})

@@ -173,6 +173,14 @@ class Musicnn(nn.Module):
 
     def load_tf_weights(self, tensors: dict[str, np.ndarray]) -> None:
         """Copy the variables of a musicnn TF checkpoint (layer names in creation order)."""
+        missing = [f"{name}/{v}" for name in ["batch_normalization", *(f"batch_normalization_{i}" for i in range(1, 11))]
+                   for v in ("gamma", "beta", "moving_mean", "moving_variance")]
+        missing += [f"{name}/{v}" for name in ["conv2d", *(f"conv2d_{i}" for i in range(1, 8)), "dense", "dense_1"]
+                    for v in ("kernel", "bias")]
+        missing = [k for k in missing if k not in tensors]
+        if missing:
+            raise ValueError(f"musicnn checkpoint: not a musicnn model, missing variables {missing[:4]} "
+                             f"({len(missing)} in all)")
         t = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in tensors.items()}
         # creation order: bn_input, (conv, bn) x 5 front-end blocks, (conv, bn) x 3 mid-end, bn, dense, bn, dense
         bn_order = [self.bn_input, self.timbral_bn[0], self.timbral_bn[1], *self.temporal_bn, *self.mid_bn,

@@ -145,16 +145,19 @@ class InpaintRequest:
         return cls(audio, keep, **kwargs)
 
 
-def crossfade_weights(keep: torch.Tensor, length: int, fade: int, shape: str = "linear") -> tuple[torch.Tensor, torch.Tensor]:
+def crossfade_weights(keep: torch.Tensor, length: int, fade: int,
+                      shape: str = "linear") -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample gains of the original and the generated audio for :func:`paste_known`.
 
     A generated sample ``d`` samples away from the nearest kept one (``1 <= d <= fade``) gets the
     original at ``1 - d / (fade + 1)`` (``linear``) or ``cos(pi/2 * d / (fade + 1))`` with the
     generated audio at ``sin(...)`` (``equal_power``); kept samples are all original, samples
-    further away all generated.
+    further away all generated. Beyond ``T`` there is no original to fade from: a continuation
+    past the end of its audio joins with a hard cut (keep a little less than the whole clip to
+    crossfade into the generated audio instead).
 
     Args:
-        keep: Bool ``[T]``; samples beyond ``T`` count as generated.
+        keep: Bool ``[T]`` over the original audio; samples beyond ``T`` are generated.
         length: Output length in samples (``keep`` is cropped or padded to it).
         fade: Crossfade length in samples (0: hard cut).
         shape: ``linear`` or ``equal_power``.
@@ -164,6 +167,7 @@ def crossfade_weights(keep: torch.Tensor, length: int, fade: int, shape: str = "
     """
     if shape not in CROSSFADE_SHAPES:
         raise ValueError(f"crossfade shape must be one of {CROSSFADE_SHAPES}, got {shape!r}")
+    original_len = keep.shape[-1]
     keep = F.pad(keep[:length].to(torch.uint8), (0, max(0, length - keep.shape[-1]))).to(torch.bool)
     idx = torch.arange(length)
     if not keep.any():
@@ -178,7 +182,7 @@ def crossfade_weights(keep: torch.Tensor, length: int, fade: int, shape: str = "
     else:
         angle = (math.pi / 2) * (1.0 - ramp)
         original, generated = torch.cos(angle), torch.sin(angle)
-    far = ramp <= 0  # exactly generated (cos(pi/2) is not exactly 0 in floating point)
+    far = (ramp <= 0) | (idx >= original_len)  # exactly generated (cos(pi/2) is not exactly 0 in floating point)
     original, generated = original.masked_fill(far, 0.0), generated.masked_fill(far, 1.0)
     return original.float(), generated.float()
 

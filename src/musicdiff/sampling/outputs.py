@@ -71,7 +71,7 @@ def _disk_hint(path: Path) -> str:
         free = shutil.disk_usage(path.parent).free
     except OSError:
         return ""
-    return f"; {free / 2**20:.1f} MiB free on {path.parent}"
+    return f" (disk full or over quota? {free / 2**20:.1f} MiB free on {path.parent})"
 
 
 def write_clip(path: Path, audio: torch.Tensor, sample_rate: int, req: GenerationRequest, digest: str,
@@ -110,9 +110,8 @@ def write_clip(path: Path, audio: torch.Tensor, sample_rate: int, req: Generatio
         return _publish(tmp, path)
     except (OSError, sf.SoundFileError) as exc:  # libsndfile reports ENOSPC/EFBIG as "System error"
         tmp.unlink(missing_ok=True)
-        reason = getattr(exc, "strerror", None) or str(exc).strip() or type(exc).__name__
-        code = getattr(exc, "errno", None) or errno.EIO
-        raise OSError(code, f"cannot write generated clip {path}: {reason}{_disk_hint(path)}") from exc
+        reason = getattr(exc, "strerror", None) or str(exc).strip().rstrip(".") or type(exc).__name__
+        raise OSError(f"cannot write generated clip {path}: {reason}{_disk_hint(path)}") from exc
 
 
 def _publish(tmp: Path, path: Path) -> Path:
@@ -187,8 +186,7 @@ class GenerationWriter:
                     view = view[os.write(self._fd, view):]
             except OSError as exc:
                 os.ftruncate(self._fd, size)
-                raise OSError(exc.errno, f"cannot append to {self.manifest}: {exc.strerror}"
-                              f"{_disk_hint(self.manifest)}") from exc
+                raise OSError(f"cannot append to {self.manifest}: {exc.strerror}{_disk_hint(self.manifest)}") from exc
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 

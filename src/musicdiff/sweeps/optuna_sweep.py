@@ -263,6 +263,11 @@ def run_sweep(cfg: DictConfig, logger: RunLogger, sweep_dir: Path) -> optuna.Stu
                 return
             if used + running >= n_trials and not waiting:
                 if not monitored:  # the rest runs elsewhere (unmonitored: nothing to wait for)
+                    if running:
+                        log.info("worker %s: %d finished + %d running trials fill the budget of %d; trials "
+                                 "left RUNNING by a dead worker without heartbeats keep their slot (mark them "
+                                 "failed, e.g. with optuna's storage API, to re-run them)", identity, used,
+                                 running, n_trials)
                     return
                 time.sleep(float(heartbeat))  # wait: a running trial may die and come back as a retry
                 continue

@@ -415,7 +415,8 @@ def _read_state(state_path: Path) -> dict[str, Any]:
         if detail:  # a pickled object other than tensors/plain values: never executed
             raise CorruptCheckpointError(f"{state_path}: refused to unpickle a Python object that weights_only "
                                          f"loading does not allow ({detail})") from e
-        detail = next((ln for ln in lines[1:] if "Check the documentation" not in ln and not ln.startswith("Please file")),
+        noise = ("Check the documentation", "Please file")
+        detail = next((ln for ln in lines[1:] if not ln.startswith(noise)),
                       f"{type(e).__name__} {lines[0] if lines else ''}".strip())
         raise CorruptCheckpointError(f"{state_path}: not a training state written by musicdiff (corrupted or "
                                      f"replaced: {detail[:200]})") from e

@@ -82,7 +82,8 @@ class Trainer:
         max_steps, batch_size, grad_accum = (_whole("max_steps", max_steps, 1), _whole("batch_size", batch_size, 1),
                                              _whole("grad_accum", grad_accum, 1))
         num_workers, log_every = _whole("num_workers", num_workers, 0), _whole("log_every", log_every, 1)
-        demo_every, checkpoint_every = _whole("demo_every", demo_every, 0), _whole("checkpoint_every", checkpoint_every, 0)
+        demo_every = _whole("demo_every", demo_every, 0)
+        checkpoint_every = _whole("checkpoint_every", checkpoint_every, 0)
         keep_last = _whole("keep_last", keep_last, 0)
         max_consecutive_skips = _whole("max_consecutive_skips", max_consecutive_skips, 1)
         if isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float)) or not 0 <= grad_clip < math.inf:
@@ -395,8 +396,8 @@ class Trainer:
 
 def _whole(name: str, value: Any, minimum: int) -> int:
     """``trainer.<name>`` as an int >= ``minimum``, or one clear error line (before any model is trained)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()) \
-            or value < minimum:
+    number = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not number or value < minimum:
         raise ValueError(f"trainer.{name} must be a whole number >= {minimum}, got {value!r}")
     return int(value)
 

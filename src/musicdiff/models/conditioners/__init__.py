@@ -1,10 +1,11 @@
-"""Conditioners: text (T5, CLAP, lookup table), timing numbers, and the ConditionerSet."""
+"""Conditioners: text (T5, CLAP, sentence encoder, lookup table), timing numbers, and the ConditionerSet."""
 
 from musicdiff.models.conditioners.base import Conditioner
 from musicdiff.models.conditioners.clap import CLAPTextConditioner
 from musicdiff.models.conditioners.conditioner_set import ConditionerSet
 from musicdiff.models.conditioners.lut import LUTConditioner
 from musicdiff.models.conditioners.number import NumberConditioner
+from musicdiff.models.conditioners.sentence import SentenceConditioner
 from musicdiff.models.conditioners.t5 import T5Conditioner
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "ConditionerSet",
     "LUTConditioner",
     "NumberConditioner",
+    "SentenceConditioner",
     "T5Conditioner",
 ]
