@@ -42,7 +42,8 @@ def _assert_same(run, ref_run, rtol: float = 1e-4) -> None:
     for step, loss in ref.items():
         assert got[step] == pytest.approx(loss, rel=rtol), f"step {step}: {got[step]} vs {loss}"
     assert sorted(p.name for p in (run / "export").iterdir()) == ["adapter.safetensors"]
-    a, b = load_file(str(run / "export" / "adapter.safetensors")), load_file(str(ref_run / "export" / "adapter.safetensors"))
+    a = load_file(str(run / "export" / "adapter.safetensors"))
+    b = load_file(str(ref_run / "export" / "adapter.safetensors"))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     assert any(b[k].abs().max() > 0 for k in b if k.endswith("lora_B"))  # trained
 

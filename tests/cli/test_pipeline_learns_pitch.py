@@ -46,24 +46,15 @@ def test_dominant_note_detector():
 
 
 @pytest.mark.slow
-def test_tiny_pipeline_generates_the_prompted_pitch(tmp_path):
-    from musicdiff.cli.encode import encode
+def test_tiny_pipeline_generates_the_prompted_pitch(tmp_path, tiny_pipeline_paths):
     from musicdiff.cli.generate import generate
-    from musicdiff.cli.train import train
     from tests.conftest import compose_root
 
-    common = [f"paths.log_dir={tmp_path / 'outputs'}", "trainer.progress=false", "logger=none"]
-    train(compose_root("train", [
-        "experiment=tiny_autoencoder", "task.discriminator=null", "task.ema_beta=null",
-        "task.optimizer_generator.lr=2e-3", "trainer.max_steps=300", "trainer.batch_size=4",
-        "dataset.window_seconds=0.5", "trainer.checkpoint_every=100000", f"paths.output_dir={tmp_path / 'ae'}",
-        *DATA, *common]))
-    encode(compose_root("encode", [f"autoencoder_from={tmp_path / 'ae' / 'export'}", *DATA, "logger=none",
-                                   f"paths.output_dir={tmp_path / 'latents'}", f"paths.log_dir={tmp_path / 'outputs'}"]))
-    metrics = train(compose_root("train", [
-        "experiment=tiny", "dataset=latents", f"dataset.root={tmp_path / 'latents' / 'latents'}",
-        "dataset.window_seconds=1.0", f"autoencoder_from={tmp_path / 'ae' / 'export'}", "trainer.max_steps=800",
-        "trainer.checkpoint_every=100000", f"paths.output_dir={tmp_path / 'dit'}", *common]))
+    # Trained once per session by the tiny_pipeline_paths fixture (tests/helpers/tiny_pipeline.py:
+    # musicdiff-train autoencoder -> musicdiff-encode -> musicdiff-train DiT on the data below), shared
+    # with the other learning tests.
+    dit_export = tiny_pipeline_paths["dit"]
+    metrics = json.loads((dit_export.parent.parent / "COMPLETE").read_text())
     assert metrics["skipped_nonfinite"] == 0
 
     rows = [(f"{inst} playing {note} at 120 bpm panned center", seed, note)
@@ -71,7 +62,7 @@ def test_tiny_pipeline_generates_the_prompted_pitch(tmp_path):
     prompts = tmp_path / "prompts.csv"
     prompts.write_text("prompt,duration,seed\n" + "".join(f"{p},1.0,{s}\n" for p, s, _ in rows))
     paths = generate(compose_root("generate", [
-        f"checkpoint={tmp_path / 'dit' / 'export'}", f"prompts_file={prompts}", "sampler=dpmpp_2m",
+        f"checkpoint={dit_export}", f"prompts_file={prompts}", "sampler=dpmpp_2m",
         "sampler.steps=25", "sampler.cfg_scale=4", f"paths.output_dir={tmp_path / 'gen'}",
         f"paths.log_dir={tmp_path / 'outputs'}", "logger=none"]))
     assert len(paths) == len(rows)

@@ -1,9 +1,12 @@
-"""Learning test of rectified flow on the tiny pipeline (issue 15): the same autoencoder and latents
-as the v-objective pitch test (``tests/helpers/tiny_pipeline.py``, shared through one session
-directory), a tiny DiT trained with ``diffusion=rectified_flow`` for the same 800 steps, then
-generation from prompts naming a pitch with the flow DPM-Solver++ sampler (25 steps, CFG 4, as the
-v test's DPM-Solver++(2M)) and, through the k-diffusion wrapper, with DPM-Solver++(2M) itself.
-The objective reaches the Generator from the export's config (``diffusion`` group).
+"""Learning test of rectified flow on the tiny pipeline (issue 15): the autoencoder and latents of
+the session's tiny pipeline (``tiny_pipeline_paths`` fixture, shared with the v-objective pitch test),
+a tiny DiT trained with ``diffusion=rectified_flow``, then generation from prompts naming a pitch with
+the flow DPM-Solver++ sampler (25 steps, CFG 4, as the v test's DPM-Solver++(2M)) and, through the
+k-diffusion wrapper, with DPM-Solver++(2M) itself. The objective reaches the Generator from the
+export's config (``diffusion`` group).
+
+Measured (CPU, seed 0): 400 steps: 0.85 / 0.85 (flow DPM++ / DPM++(2M)); 800 steps: 0.90 / 0.90; the
+v model of the pitch test reaches 0.75 after 800 steps.
 """
 
 from __future__ import annotations
@@ -15,26 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers.tiny_pipeline import ROOTS, data_overrides, dominant_note, encode_latents
+from tests.helpers.tiny_pipeline import ROOTS, dominant_note
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-
-
-def _autoencoder_and_latents(root: Path) -> tuple[Path, Path, Path]:
-    """The tiny pipeline's autoencoder export and latent shards under ``root`` (trained once per session)."""
-    from musicdiff.cli.train import train
-    from tests.conftest import compose_root
-
-    ae, latents, log_dir = root / "ae" / "export", root / "latents" / "latents", root / "outputs"
-    if not (ae / "autoencoder.safetensors").is_file():
-        train(compose_root("train", [
-            "experiment=tiny_autoencoder", "task.discriminator=null", "task.ema_beta=null",
-            "task.optimizer_generator.lr=2e-3", "trainer.max_steps=300", "trainer.batch_size=4",
-            "dataset.window_seconds=0.5", "trainer.checkpoint_every=100000", f"paths.output_dir={root / 'ae'}",
-            *data_overrides(ROOTS), f"paths.log_dir={log_dir}", "trainer.progress=false", "logger=none"]))
-    if not latents.is_dir():
-        encode_latents(ae, ROOTS, root / "latents", log_dir)
-    return ae, latents, log_dir
+DIT_STEPS = 400
 
 
 def _accuracy(gen, sampler_yaml: str, **overrides) -> tuple[float, list]:
@@ -53,17 +40,17 @@ def _accuracy(gen, sampler_yaml: str, **overrides) -> tuple[float, list]:
 
 
 @pytest.mark.slow
-def test_rectified_flow_dit_generates_the_prompted_pitch(tmp_path, tmp_path_factory):
+def test_rectified_flow_dit_generates_the_prompted_pitch(tmp_path, tiny_pipeline_paths):
     from musicdiff.cli.train import train
     from musicdiff.diffusion import FlowDenoiser, objective_of
     from musicdiff.pretrained import load_pretrained
     from musicdiff.sampling import Generator
     from tests.conftest import compose_root
 
-    ae, latents, log_dir = _autoencoder_and_latents(tmp_path_factory.getbasetemp() / "tiny_pipeline")
+    ae, latents, log_dir = (tiny_pipeline_paths[k] for k in ("autoencoder", "latents", "log_dir"))
     metrics = train(compose_root("train", [
         "experiment=tiny", "diffusion=rectified_flow", "dataset=latents", f"dataset.root={latents}",
-        "dataset.window_seconds=1.0", f"autoencoder_from={ae}", "trainer.max_steps=800",
+        "dataset.window_seconds=1.0", f"autoencoder_from={ae}", f"trainer.max_steps={DIT_STEPS}",
         "trainer.checkpoint_every=100000", f"paths.output_dir={tmp_path / 'dit'}", f"paths.log_dir={log_dir}",
         "trainer.progress=false", "logger=none"]))
     assert metrics["skipped_nonfinite"] == 0

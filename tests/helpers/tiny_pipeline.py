@@ -47,7 +47,6 @@ def tiny_pipeline(root: Path, ae_steps: int = 300, dit_steps: int = 800) -> dict
     Returns:
         ``{"autoencoder": <ae export>, "latents": <latent shards>, "dit": <dit export>, "log_dir": ...}``.
     """
-    from musicdiff.cli.encode import encode
     from musicdiff.cli.train import train
     from tests.conftest import compose_root
 

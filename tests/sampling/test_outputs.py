@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import resource
+import signal
 
 import pytest
 import soundfile as sf
@@ -67,7 +70,8 @@ def test_second_run_into_the_same_folder_keeps_the_first(tmp_path):
     for run, level in enumerate((0.25, -0.5)):
         with GenerationWriter(tmp_path, 100, "wav", digest=f"run{run}") as w:
             for i in range(3):
-                path = w.write(f"{i:05d}_seed0", torch.full((1, 50), level), GenerationRequest(f"run{run} {level}", seed=i))
+                req = GenerationRequest(f"run{run} {level}", seed=i)
+                path = w.write(f"{i:05d}_seed0", torch.full((1, 50), level), req)
                 assert path.name == (f"{i:05d}_seed0.wav" if run == 0 else f"{i:05d}_seed0-1.wav")
     _assert_consistent(tmp_path, 6)
 
@@ -106,42 +110,36 @@ def test_long_prompt_keeps_metadata_valid(tmp_path):
     assert _records(tmp_path)[0]["prompt"] == prompt  # the manifest keeps the full prompt
 
 
+@contextlib.contextmanager
+def _file_size_limit(nbytes):
+    """Writes past ``nbytes`` fail with EFBIG, as they would with ENOSPC on a full disk."""
+    old_limit, old_handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, old_limit[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+
+
 def test_disk_full_names_the_file_and_leaves_no_temp(tmp_path):
     """A write that runs out of space (here: the file-size limit) raises one OSError naming the clip."""
-    import resource
-    import signal
-
     audio = 0.1 * torch.randn(2, 20000)
     with GenerationWriter(tmp_path, 8000, "wav") as w:
         w.write("ok", audio[:, :100], GenerationRequest("fits", seed=0))
-        old_limit, old_handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, old_limit[1]))
-        try:
-            with pytest.raises(OSError, match=r"cannot write generated clip .*big\.wav") as info:
-                w.write("big", audio, GenerationRequest("too big", seed=1))
-        finally:
-            resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
-            signal.signal(signal.SIGXFSZ, old_handler)
+        with _file_size_limit(4096), pytest.raises(OSError, match=r"cannot write generated clip .*big\.wav") as info:
+            w.write("big", audio, GenerationRequest("too big", seed=1))
     assert len(str(info.value).splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ok.wav", GENERATIONS_MANIFEST])
     assert [r["path"] for r in _records(tmp_path)] == ["ok.wav"]
 
 
 def test_failed_record_append_leaves_no_half_line_and_no_orphan_clip(tmp_path):
-    import resource
-    import signal
-
     with GenerationWriter(tmp_path, 100, "wav") as w:
         w.write("first", torch.zeros(1, 10), GenerationRequest("x" * 4000, seed=0))
-        before = (tmp_path / GENERATIONS_MANIFEST).read_bytes()
-        old_limit, old_handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) + 50, old_limit[1]))  # the clip fits, the record not
-        try:
-            with pytest.raises(OSError, match=rf"cannot append to .*{GENERATIONS_MANIFEST}"):
-                w.write("second", torch.zeros(1, 10), GenerationRequest("y" * 4000, seed=1))
-        finally:
-            resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
-            signal.signal(signal.SIGXFSZ, old_handler)
+        size = (tmp_path / GENERATIONS_MANIFEST).stat().st_size
+        with _file_size_limit(size + 50), pytest.raises(OSError, match=rf"cannot append to .*{GENERATIONS_MANIFEST}"):
+            w.write("second", torch.zeros(1, 10), GenerationRequest("y" * 4000, seed=1))  # clip fits, record not
         w.write("third", torch.zeros(1, 10), GenerationRequest("z", seed=2))
     assert [r["path"] for r in _records(tmp_path)] == ["first.wav", "third.wav"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["first.wav", "third.wav", GENERATIONS_MANIFEST])

@@ -137,3 +137,24 @@ def test_two_workers_share_the_budget_and_a_killed_trial_is_retried(tmp_path):
     assert len(set(points)) == N_TRIALS, f"workers repeated parameter sets: {points}"
     assert all(t.user_attrs["worker"] for t in complete)  # provenance: which worker ran each trial
     assert all(t.user_attrs.get(optuna_sweep.SURPLUS) for t in by_state[TrialState.PRUNED])
+
+
+def test_threads_of_one_worker_share_the_budget(tmp_path, monkeypatch):
+    """n_jobs=2 threads in one process, then a resume with a larger budget: exactly n_trials COMPLETE
+    each time, all at distinct points, every trial's runner called once."""
+    from musicdiff.tracking import NullLogger
+
+    monkeypatch.setenv("SWEEP_TEST_TRIAL_S", "0.2")
+    monkeypatch.setenv("SWEEP_TEST_EVENTS", str(tmp_path / "events.jsonl"))
+    space = {"x": {"type": "float", "low": -1.0, "high": 1.0}, "y": {"type": "float", "low": -1.0, "high": 1.0}}
+    cfg = _study_cfg(tmp_path / "optuna.db", kind="python", objective_fn="tests.sweeps.objectives:quadratic",
+                     n_trials=4, n_jobs=2, seed=0, worker_id="w0", objective="loss", search_space=space,
+                     base_overrides=[], eval_overrides=[], logger={"_target_": "musicdiff.tracking.NullLogger"})
+    for n_trials in (4, 6):
+        cfg.n_trials = n_trials
+        study = optuna_sweep.run_sweep(cfg, NullLogger(), tmp_path / "sweep")
+        complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+        assert len(complete) == n_trials, [(t.number, t.state) for t in study.trials]
+        assert len({(t.params["x"], t.params["y"]) for t in complete}) == n_trials
+    starts = [e for e in _events(tmp_path / "events.jsonl") if e["event"] == "start"]
+    assert len(starts) == 6 and len({e["trial"] for e in starts}) == 6

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 STEPS = 8  # 16 items / global batch 4 = 4 steps per epoch: the runs cross an epoch boundary
 RUN_TIMEOUT = int(os.environ.get("MUSICDIFF_TEST_RUN_TIMEOUT", "240"))  # per subprocess run (raise on a loaded box)
-BF16_RTOL, FP16_RTOL = 3e-2, 5e-3  # loss vs fp32 on the same batch and noise (8 and 11 mantissa bits)
+BF16_RTOL, FP16_RTOL = 1e-2, 5e-3  # loss vs fp32 on the same batch and noise (8 and 11 mantissa bits)
 
 # Fault injection around the real entry point: SIGKILL itself in the middle of a checkpoint save
 # (after the weights file, before COMPLETE), and slow steps so a test can signal mid-run.
@@ -346,5 +346,6 @@ def test_precisions_and_single_process_deepspeed(root):
         assert zero2[step] == pytest.approx(bf16[step], rel=1e-3)
         assert bf16[step] == pytest.approx(fp32[step], rel=BF16_RTOL)
         assert fp16[step] == pytest.approx(fp32[step], rel=FP16_RTOL)
+    assert fp16 != fp32 and bf16 != fp32  # reduced precision really ran (Accelerate skips fp16 on CPU)
     export = load_file(str(root / "zero2_bf16" / "export" / "dit.safetensors"))
     assert {t.dtype for t in export.values()} == {torch.float32}

@@ -73,8 +73,9 @@ def save_adapter(path: str | Path, dit: nn.Module, name: str | None = None, base
     if tensors is not None:
         tensors = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
         if set(tensors) != set(live):
+            missing, unexpected = sorted(set(live) - set(tensors))[:3], sorted(set(tensors) - set(live))[:3]
             raise AdapterError(f"adapter weights to save do not match adapter {name!r}: "
-                               f"missing {sorted(set(live) - set(tensors))[:3]}, unexpected {sorted(set(tensors) - set(live))[:3]}")
+                               f"missing {missing}, unexpected {unexpected}")
         live = tensors
     bad = [k for k, v in live.items() if not torch.isfinite(v).all()]
     if bad:

@@ -72,7 +72,7 @@ class _LinearHook:
         self.stack, self.name = stack, name
 
     def __call__(self, module: nn.Linear, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        return self.stack.apply(self.name, module, args[0], output)
+        return self.stack.add_deltas(self.name, module, args[0], output)
 
 
 class _TimeHook:
@@ -100,7 +100,7 @@ class AdapterStack(nn.Module):
         self.sets = nn.ModuleDict()
         self.hooked: set[str] = set()
 
-    def apply(self, name: str, module: nn.Linear, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    def add_deltas(self, name: str, module: nn.Linear, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``out + Σ_i s_i·g_i·Δy_i`` over the adapters touching layer ``name`` (each from the base output)."""
         base = out
         for key, s in self.sets.items():

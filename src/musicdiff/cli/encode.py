@@ -16,6 +16,7 @@ from omegaconf import DictConfig, open_dict
 from musicdiff.cli.common import pick_device, tracked_run
 from musicdiff.config.paths import config_dir
 from musicdiff.config.runtime import prepare_run
+from musicdiff.config.validate import validate_targets
 from musicdiff.pretrained import PretrainedError, load_pretrained
 
 log = logging.getLogger("musicdiff")
@@ -25,6 +26,7 @@ def encode(cfg: DictConfig) -> dict:
     """Encode every usable file of ``cfg.dataset`` with the autoencoder; returns the summary."""
     from musicdiff.data.encode import encode_dataset
 
+    validate_targets(cfg)  # before the autoencoder is loaded
     if cfg.autoencoder_from:
         pre = load_pretrained(cfg.autoencoder_from, parts=("autoencoder",))
         with open_dict(cfg):

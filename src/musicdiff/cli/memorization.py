@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from musicdiff.cli.common import pick_device, tracked_run
 from musicdiff.config.paths import config_dir
 from musicdiff.config.runtime import atomic_write_text, prepare_run
+from musicdiff.config.validate import validate_targets
 from musicdiff.memorization.analysis import (
     IN_DISTRIBUTION, OUT_OF_DISTRIBUTION, AudioItem, embed_readable_items, in_distribution_prompts,
     run_memorization_analysis,
@@ -117,6 +118,7 @@ def memorize(cfg: DictConfig) -> dict[str, float]:
     if bool(cfg.checkpoint) == bool(cfg.generated_dir):
         raise ValueError("give exactly one of checkpoint=<model export dir> (generate, then analyse) or "
                          "generated_dir=<folder of generated audio> (analyse only)")
+    validate_targets(cfg)  # before any model is opened
     if cfg.checkpoint:
         _use_checkpoint_autoencoder(cfg)
     run_dir, digest = prepare_run(cfg)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, open_dict
 from musicdiff.cli.common import tracked_run
 from musicdiff.config.paths import config_dir
 from musicdiff.config.runtime import prepare_run
+from musicdiff.config.validate import validate_targets
 from musicdiff.pretrained import PretrainedError, load_pretrained
 
 log = logging.getLogger("musicdiff")
@@ -89,6 +90,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     Returns:
         Final averaged training metrics (``loss`` ...), also logged to the tracker.
     """
+    validate_targets(cfg)  # keys and value types first: nothing is built from a bad config
     _absolute_sources(cfg)
     parts = pretrained_parts(cfg)
     run_dir, digest = prepare_run(cfg)

@@ -193,6 +193,35 @@ class MemorizationConfig:
     device: str = "auto"  # generation and index device: auto | cpu | cuda
 
 
+@dataclass
+class AppConfig:
+    """Root of ``conf/app.yaml`` (``musicdiff-app``, the Gradio page)."""
+
+    autoencoder: Any = MISSING
+    dit: Any = MISSING
+    conditioner: Any = MISSING
+    diffusion: Any = None
+    sampler: Any = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    run_name: str = "app"
+    checkpoint: Optional[str] = None  # model: export dir | checkpoints/step_* dir | SAT model.safetensors/.ckpt
+    autoencoder_from: Optional[str] = None  # take the autoencoder from this source instead
+    adapters: list = field(default_factory=list)  # ["adapter.safetensors:scale", ...]; scales adjustable per request
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    server_name: str = "127.0.0.1"  # bind address (0.0.0.0: reachable from the network)
+    server_port: int = 7860
+    share: bool = False  # ask Gradio for a public *.gradio.live link
+    max_batch: int = 4  # most clips per request
+    max_queue: int = 16  # requests waiting for the model at most
+    out_dir: str = "${paths.log_dir}/app/audio"  # generated clips, spectrograms, generations.jsonl
+    tracking_uri: str = "sqlite:///${paths.log_dir}/mlflow.db"  # MLflow store browsed by the gallery
+    gallery_cache_dir: str = "${paths.log_dir}/app/gallery_cache"  # local copies of the runs' audio
+    gallery_max_runs: int = 200  # most recent runs listed
+    listening_file: str = "${paths.log_dir}/app/listening_test.jsonl"  # blind A/B votes
+    seed: int = 0  # global seed at start (requests carry their own seeds)
+    device: str = "auto"  # auto | cpu | cuda
+
+
 def register_configs() -> None:
     """Register the root schemas so ``defaults: [<name>_schema, ...]`` can extend them."""
     cs = ConfigStore.instance()
@@ -202,3 +231,4 @@ def register_configs() -> None:
     cs.store(name="encode_schema", node=EncodeConfig)
     cs.store(name="sweep_schema", node=SweepConfig)
     cs.store(name="memorization_schema", node=MemorizationConfig)
+    cs.store(name="app_schema", node=AppConfig)

@@ -10,10 +10,11 @@ from musicdiff.evaluation.embedders import AudioSet, ClapEmbedder, Embedder, Mel
 from musicdiff.evaluation.folder_eval import MetricSuite, evaluate_folders, read_prompts
 from musicdiff.evaluation.frechet import FrechetDistance, frechet_distance, gaussian_stats
 from musicdiff.evaluation.kl import KLDivergence, PooledKLDivergence, kl_divergence
+from musicdiff.evaluation.longform import LongformMetrics
 from musicdiff.evaluation.musicnn import MusicnnEmbedder
 
 __all__ = [
-    "AudioSet", "CLAPScore", "ClapEmbedder", "Embedder", "FrechetDistance", "KLDivergence", "MelStatsEmbedder",
-    "MetricSuite", "MusicnnEmbedder", "PooledKLDivergence", "RandomConvEmbedder", "evaluate_folders", "frechet_distance",
-    "gaussian_stats", "kl_divergence", "read_prompts",
+    "AudioSet", "CLAPScore", "ClapEmbedder", "Embedder", "FrechetDistance", "KLDivergence", "LongformMetrics",
+    "MelStatsEmbedder", "MetricSuite", "MusicnnEmbedder", "PooledKLDivergence", "RandomConvEmbedder",
+    "evaluate_folders", "frechet_distance", "gaussian_stats", "kl_divergence", "read_prompts",
 ]

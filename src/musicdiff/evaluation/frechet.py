@@ -137,7 +137,8 @@ class FrechetDistance:
     def __init__(self, embedder: Embedder, name: str = "fd", eps: float = 1e-6, small_sample: str = "diagonal",
                  bootstrap: int = 0, confidence: float = 0.95, seed: int = 0) -> None:
         if small_sample not in ("diagonal", "error", "full"):
-            raise ValueError(f"FrechetDistance: small_sample must be 'diagonal', 'error' or 'full', got {small_sample!r}")
+            raise ValueError(f"FrechetDistance: small_sample must be 'diagonal', 'error' or 'full', "
+                             f"got {small_sample!r}")
         self.embedder, self.name, self.eps, self.small_sample = embedder, name, eps, small_sample
         self.bootstrap, self.confidence, self.seed = int(bootstrap), float(confidence), int(seed)
 

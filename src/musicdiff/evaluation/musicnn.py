@@ -50,7 +50,7 @@ SAMPLE_RATE = 16000
 N_FFT, HOP, N_MELS = 512, 256, 96
 PATCH_FRAMES = 187  # librosa.time_to_frames(3 s) + 1
 BN_EPS = 1e-3  # tf.compat.v1.layers.batch_normalization default
-_CACHE_ITEMS = 20000  # memoised clips (a few KB each)
+_CACHE_ITEMS = 4096  # memoised clips (1 KB per 3 s of audio)
 _OUTPUT_CACHE: OrderedDict = OrderedDict()
 MODELS = ("MTT_musicnn", "MSD_musicnn")
 MTT_LABELS = (
@@ -173,8 +173,8 @@ class Musicnn(nn.Module):
 
     def load_tf_weights(self, tensors: dict[str, np.ndarray]) -> None:
         """Copy the variables of a musicnn TF checkpoint (layer names in creation order)."""
-        missing = [f"{name}/{v}" for name in ["batch_normalization", *(f"batch_normalization_{i}" for i in range(1, 11))]
-                   for v in ("gamma", "beta", "moving_mean", "moving_variance")]
+        bn_names = ["batch_normalization", *(f"batch_normalization_{i}" for i in range(1, 11))]
+        missing = [f"{name}/{v}" for name in bn_names for v in ("gamma", "beta", "moving_mean", "moving_variance")]
         missing += [f"{name}/{v}" for name in ["conv2d", *(f"conv2d_{i}" for i in range(1, 8)), "dense", "dense_1"]
                     for v in ("kernel", "bias")]
         missing = [k for k in missing if k not in tensors]
@@ -279,7 +279,8 @@ class MusicnnEmbedder:
                     _OUTPUT_CACHE.popitem(last=False)
         return [_OUTPUT_CACHE[k] for k in keys]
 
-    def patch_outputs(self, audio: Sequence[torch.Tensor], sample_rate: int | None = None) -> list[dict[str, np.ndarray]]:
+    def patch_outputs(self, audio: Sequence[torch.Tensor],
+                      sample_rate: int | None = None) -> list[dict[str, np.ndarray]]:
         """Per-patch ``taggram`` (sigmoid, ``[P, 50]``) and ``penultimate`` (``[P, 200]``) of each clip."""
         return [{"taggram": torch.sigmoid(o["logits"]).numpy(), "penultimate": o["penultimate"].numpy()}
                 for o in self._outputs(audio, sample_rate)]

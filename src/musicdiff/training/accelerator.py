@@ -87,8 +87,14 @@ def build_accelerator(mixed_precision: str, grad_accum: int, cpu: bool, ds: dict
 
 
 def autocast(accelerator: Accelerator, mixed_precision: str, deepspeed: bool) -> ContextManager:
-    """The forward's mixed-precision context: Accelerate's, or torch autocast under DeepSpeed."""
+    """The forward's mixed-precision context: Accelerate's, or torch autocast under DeepSpeed.
+
+    fp16 on CPU is torch's own autocast: Accelerate turns fp16 off on CPU without a word (no autocast),
+    which would train in fp32 while the trainer's GradScaler scales the loss.
+    """
     if not deepspeed:
+        if mixed_precision == "fp16" and accelerator.device.type == "cpu":
+            return torch.autocast("cpu", dtype=torch.float16)
         return accelerator.autocast()
     if mixed_precision == "bf16":
         return torch.autocast(accelerator.device.type, dtype=torch.bfloat16)

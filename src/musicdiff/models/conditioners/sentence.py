@@ -77,7 +77,8 @@ class SentenceConditioner(Conditioner):
         tokenizer = load_local_pretrained(AutoTokenizer, path, SENTENCE_ENV_VAR, "sentence encoder")
         model = load_local_pretrained(AutoModel, path, SENTENCE_ENV_VAR, "sentence encoder")
         super().__init__(model.config.hidden_size, output_dim, project_out=project_out)
-        self.model_name, self.max_length, self.normalize, self.enable_grad = model_name, max_length, normalize, enable_grad
+        self.model_name, self.max_length = model_name, max_length
+        self.normalize, self.enable_grad = normalize, enable_grad
         self.tokenizer = tokenizer
         model.train(enable_grad).requires_grad_(enable_grad)
         if enable_grad:
