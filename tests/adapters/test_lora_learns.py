@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
-import soundfile as sf
+import torch
+
+from musicdiff.pretrained import load_pretrained
 
 from tests.helpers.tiny_pipeline import encode_latents, prompted_pitch_accuracy, tiny_pipeline
 
@@ -45,15 +46,21 @@ def test_lora_learns_new_notes_and_scale_zero_is_the_base(tiny_base, tmp_path):
     base_acc, base_rows = prompted_pitch_accuracy(tiny_base["dit"], NEW_NOTES, tmp_path / "gen_base", log_dir)
     lora_acc, lora_rows = prompted_pitch_accuracy(tiny_base["dit"], NEW_NOTES, tmp_path / "gen_lora", log_dir,
                                                   extra=[f"adapters=[{adapter}:1.0]"])
-    _, _ = prompted_pitch_accuracy(tiny_base["dit"], NEW_NOTES, tmp_path / "gen_zero", log_dir,
-                                   extra=[f"adapters=[{adapter}:0.0]"])
     (tmp_path / "pitch_accuracy.json").write_text(json.dumps({"base": [base_acc, base_rows],
                                                               "lora": [lora_acc, lora_rows]}))
-    # scale 0 is the base model exactly: the same clips bit for bit
-    for name in sorted(p.name for p in (tmp_path / "gen_base").rglob("*.wav")):
-        a = sf.read(next((tmp_path / "gen_base").rglob(name)))[0]
-        b = sf.read(next((tmp_path / "gen_zero").rglob(name)))[0]
-        assert np.array_equal(a, b), name
-    # The base never heard D4/F4/A4 (3-way chance 33 %); measured: base 0.00, LoRA 0.93 (see the report).
-    assert base_acc <= 0.34, base_rows
+    # The base never heard the new notes (chance: 1/len(NEW_NOTES)); the LoRA plays the prompted one.
+    # Measured (seeds fixed): base 0.00, LoRA 0.90 (see the module docstring).
+    assert base_acc <= 1.0 / len(NEW_NOTES), base_rows
     assert lora_acc >= 0.7, lora_rows
+
+    # the trained adapter at scale 0 is the base DiT exactly (and at scale 1 it is not)
+    base = load_pretrained(tiny_base["dit"], parts=("dit",)).dit
+    zero = load_pretrained(tiny_base["dit"], parts=("dit",), adapters=[f"{adapter}:0"]).dit
+    one = load_pretrained(tiny_base["dit"], parts=("dit",), adapters=[f"{adapter}:1"]).dit
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(2, base.io_channels, 50, generator=g), torch.tensor([0.2, 0.7])
+    cond = torch.randn(2, 18, base.cond_token_dim, generator=g)
+    glob = torch.randn(2, base.global_cond_dim, generator=g)
+    with torch.no_grad():
+        assert torch.equal(zero(x, t, cond, None, glob), base(x, t, cond, None, glob))
+        assert (one(x, t, cond, None, glob) - base(x, t, cond, None, glob)).abs().max() > 1e-3

@@ -126,9 +126,9 @@ class RunStore:
         out = []
         for rel in sorted(found):
             local = dest / rel
-            if not local.is_file():
-                dest.mkdir(parents=True, exist_ok=True)
-                client.download_artifacts(run_id, rel, str(dest))
+            if not local.is_file():  # MLflow puts a file artifact into the given folder under its base name
+                local.parent.mkdir(parents=True, exist_ok=True)
+                local = Path(client.download_artifacts(run_id, rel, str(local.parent)))
             out.append(local)
         return out
 

@@ -44,6 +44,7 @@ def build_generator(cfg: DictConfig, device: torch.device, pretrained: Pretraine
     Returns:
         A :class:`musicdiff.sampling.pipeline.Generator`.
     """
+    from musicdiff.diffusion import objective_of
     from musicdiff.sampling.pipeline import Generator
 
     pre = pretrained or load_for_generation(cfg)
@@ -53,4 +54,4 @@ def build_generator(cfg: DictConfig, device: torch.device, pretrained: Pretraine
         m.to(device).eval()
     return Generator(pre.autoencoder, pre.dit, pre.conditioner, instantiate(cfg.sampler), window_latents=window_latents,
                      decode_chunk_latents=gen_cfg.decode_chunk_latents, device=device, precision=gen_cfg.precision,
-                     packed_gemm=gen_cfg.packed_gemm)
+                     packed_gemm=gen_cfg.packed_gemm, objective=objective_of(pre.config.get("diffusion")))
