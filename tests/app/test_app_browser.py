@@ -219,7 +219,7 @@ def test_generate_shows_spectrogram_and_player_with_duration_and_queues(app, bro
 
     d = browser
     _open(d, app["url"])
-    _fill(d, "generate", "sine playing C4", "0.5", "120")
+    _fill(d, "generate", "sine playing C4", "0.5", "200")
     first = d.current_window_handle
     d.switch_to.new_window("tab")
     second = d.current_window_handle
@@ -227,11 +227,11 @@ def test_generate_shows_spectrogram_and_player_with_duration_and_queues(app, bro
     _fill(d, "generate", "saw playing G4", "0.25", "4")
     d.switch_to.window(first)
     _click(d, "generate-run")
+    wait_for(lambda: "/200 steps" in _status_text(d), 30, "the sampling progress bar (n/200 steps)", poll=0.05)
     d.switch_to.window(second)
     _click(d, "generate-run")  # while the first request samples: it waits in the queue
-    wait_for(lambda: "queue" in _status_text(d), 30, "the second request's queue position")
+    wait_for(lambda: "queue" in _status_text(d), 30, "the second request's queue position", poll=0.05)
     d.switch_to.window(first)
-    wait_for(lambda: "/120 steps" in _status_text(d), 30, "the sampling progress bar (n/120 steps)")
 
     duration = wait_for(lambda: d.execute_script(_PLAYER_DURATION, "#generate-audio-0"), JOB_S, "the clip's player")
     assert duration == pytest.approx(0.5, abs=0.01)

@@ -77,7 +77,8 @@ def test_round_trip_back_to_sat():
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c["model"]["diffusion"]["config"].update(patch_size=2), "patch_size"),
     (lambda c: c["model"]["diffusion"]["config"].update(global_cond_type="adaLN"), "global_cond_type"),
-    (lambda c: c["model"]["diffusion"].update(diffusion_objective="rectified_flow"), "diffusion_objective"),
+    (lambda c: c["model"]["diffusion"].update(diffusion_objective="x0"), "diffusion_objective"),
+    (lambda c: c["model"]["diffusion"]["config"].update(attn_kwargs={"qk_norm": "ln"}), "qk_norm"),
     (lambda c: c["model"]["conditioning"]["configs"].append({"id": "x", "type": "clap_text", "config": {}}),
      "clap_text"),
     (lambda c: c["model"]["pretransform"]["config"]["bottleneck"].update(type="rvq"), "bottleneck"),

@@ -90,6 +90,7 @@ def _events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
 
+@pytest.mark.slow
 def test_two_workers_share_the_budget_and_a_killed_trial_is_retried(tmp_path):
     """Workers a and b start together on a new storage; a is killed -9 inside a trial and restarted.
     The study ends with exactly n_trials COMPLETE trials at distinct points, the killed trial FAIL

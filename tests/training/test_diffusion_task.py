@@ -191,9 +191,10 @@ def test_task_learns_conditional_latents_and_demos_and_exports():
     assert [a[0] for a in logger.audio] == ["demo/0", "demo/1"]
     key, audio, sr, step = logger.audio[0]
     assert audio.shape == (2, 320) and sr == 800 and step == 7
-    # export: the EMA DiT and the conditioner; weights load into fresh modules
+    # export: the EMA DiT, the conditioner and the frozen autoencoder (a self-contained export)
     exported = task.export()
-    assert set(exported) == {"dit", "conditioner"} and exported["dit"] is task.ema.module
+    assert set(exported) == {"dit", "conditioner", "autoencoder"} and exported["dit"] is task.ema.module
+    assert exported["autoencoder"] is task.autoencoder
     fresh = DiffusionTransformer(4, 32, 2, 2, cond_token_dim=16, global_cond_dim=32)
     fresh.load_state_dict(exported["dit"].state_dict())
 
@@ -219,6 +220,7 @@ def test_task_config_instantiates():
             "optim": OmegaConf.load(CONF / "optim" / "adamw.yaml"),
             "lr_schedule": OmegaConf.load(CONF / "lr_schedule" / "inverse.yaml"),
             "sampler": None,
+            "adapter": OmegaConf.load(CONF / "adapter" / "none.yaml"),
             "task": OmegaConf.load(CONF / "task" / "diffusion.yaml"),
         }
     )

@@ -128,7 +128,10 @@ class RunStore:
             local = dest / rel
             if not local.is_file():  # MLflow puts a file artifact into the given folder under its base name
                 local.parent.mkdir(parents=True, exist_ok=True)
-                local = Path(client.download_artifacts(run_id, rel, str(local.parent)))
+                try:
+                    local = Path(client.download_artifacts(run_id, rel, str(local.parent)))
+                except Exception as exc:  # noqa: BLE001
+                    raise StoreError(f"cannot copy {rel} of run {run_id}: {str(exc).splitlines()[0][:300]}") from exc
             out.append(local)
         return out
 

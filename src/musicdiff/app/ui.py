@@ -10,7 +10,6 @@ shown in the page, and the app keeps running.
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Callable
 from typing import Any
@@ -20,8 +19,6 @@ import gradio as gr
 from musicdiff.app.gallery import RunStore, StoreError, describe
 from musicdiff.app.jobs import RequestError, Result, Settings, Studio
 from musicdiff.app.listening_test import Clip, ListeningLog, Trial, make_trial
-
-log = logging.getLogger("musicdiff")
 
 
 def _error(exc: BaseException) -> gr.Error:
@@ -123,7 +120,7 @@ def _generation_tab(studio: Studio, tab: str, job: Callable[..., list[Result]],
             s = controls.settings(data)
             found = job(s, *[data[c] for c in extra],
                         progress=lambda i, n: progress((i, n), desc="sampling", unit="steps"))
-        except (RequestError, OSError) as exc:
+        except (ValueError, OSError) as exc:  # RequestError, and the model's own checks (adapters, shapes)
             raise _error(exc) from None
         return results.values(found, studio)
 
@@ -249,8 +246,10 @@ def build_ui(studio: Studio, store: RunStore, votes: ListeningLog, title: str = 
             _generation_tab(studio, "a2a", studio.audio_to_audio, [upload, level], "Transform")
         with gr.Tab("Inpaint / continue", id="inpaint"):
             upload = gr.Audio(label="audio to keep", type="filepath", sources=["upload"], elem_id="inpaint-upload")
-            keep = gr.Textbox(label="kept regions in seconds (the rest, up to the duration, is regenerated)",
-                              value="0-0.5", placeholder="0-1.5, 3-4", elem_id="inpaint-keep")
+            keep = gr.Textbox(label="kept regions of the upload in seconds; the rest, up to the duration, is "
+                                    "regenerated (keep all of a short upload to continue it)",
+                              value=f"0-{round(studio.max_duration / 2, 2):g}", placeholder="0-1.5, 3-4",
+                              elem_id="inpaint-keep")
             _generation_tab(studio, "inpaint", studio.inpaint, [upload, keep], "Inpaint / continue")
         with gr.Tab("Gallery", id="gallery"):
             refresh, status, table, gallery_runs = _gallery_tab(store)

@@ -3,6 +3,7 @@
 Examples:
     musicdiff-encode autoencoder_from=outputs/demo/autoencoder/export
     musicdiff-encode autoencoder_from=exports/stable-audio-open-1.0 dataset=audio_dir dataset.root=/data/music
+    musicdiff-encode autoencoder_from=... dataset=webdataset dataset.urls=/data/shards format=webdataset
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def encode(cfg: DictConfig) -> dict:
         autoencoder.to(pick_device(cfg.device)).eval()
         dataset = instantiate(cfg.dataset)
         summary = encode_dataset(dataset, autoencoder, cfg.out_dir, shard_size=cfg.shard_size,
-                                 batch_size=cfg.batch_size, chunked=cfg.chunked, seed=cfg.seed)
+                                 batch_size=cfg.batch_size, chunked=cfg.chunked, seed=cfg.seed,
+                                 format=cfg.format)
         skipped = summary.get("skipped", {})
         logger.log_metrics({"encode/encoded": summary.get("encoded", 0), "encode/items": summary.get("items", 0),
                             "encode/normalised": summary.get("normalised", 0),

@@ -75,6 +75,10 @@ def pretrained_parts(cfg: DictConfig) -> dict[str, Any]:
                         setattr(module, key, bool(cfg[name][key]))
             cfg[name] = group
             parts[name] = module.train()
+        # a task that continues its base model's objective (ARC post-training) records it from the source
+        adopt = getattr(get_class(cfg.task._target_), "adopt_objective", None)
+        if adopt is not None and cfg.get("init_from") and pre.config.get("diffusion") is not None:
+            cfg.diffusion = adopt(pre.config.diffusion)
     log.info("starting from %s: %s", cfg.get("init_from") or cfg.get("autoencoder_from"), ", ".join(parts))
     return parts
 

@@ -102,6 +102,7 @@ def encode_dataset(
     overlap: int = 32,
     sample: bool = False,
     seed: int = 0,
+    format: str = "safetensors",
 ) -> dict[str, Any]:
     """Encode every usable file of a dataset (or folder) into latent shards; resumable.
 
@@ -119,6 +120,8 @@ def encode_dataset(
         overlap: chunk overlap in latent frames.
         sample: sample the VAE posterior (else its mean).
         seed: torch seed for posterior sampling.
+        format: ``safetensors`` (the layout above) or ``webdataset`` (tar shards of latents, padding
+            masks, timing and captions, see :mod:`musicdiff.data.webdataset_write`).
 
     Returns:
         Summary ``{"encoded", "already_done", "items", "shards", "skipped": {reason: count}, "normalised"}``;
@@ -128,6 +131,8 @@ def encode_dataset(
     """
     if shard_size <= 0 or batch_size <= 0:
         raise ValueError(f"shard_size and batch_size must be positive, got {shard_size}, {batch_size}")
+    if format not in ("safetensors", "webdataset"):
+        raise ValueError(f"format must be safetensors or webdataset, got {format!r}")
     sr, channels = int(autoencoder.sample_rate), int(autoencoder.io_channels)
     ratio = int(autoencoder.downsampling_ratio)
     if isinstance(dataset_or_folder, AudioFolderDataset):
@@ -147,8 +152,17 @@ def encode_dataset(
                                  f"{getattr(autoencoder, k)}: use a new out_dir")
     else:
         index = _new_index(autoencoder, dataset.root)
+        if format == "webdataset":
+            index["shard_format"] = "webdataset"
+    if index.get("shard_format", "safetensors") != format:
+        raise ValueError(f"{out} holds {index.get('shard_format', 'safetensors')} shards, not {format}: use a new out_dir")
     skipped = Counter(dataset.skipped)
-    writer = _ShardWriter(out, index)
+    if format == "webdataset":
+        from musicdiff.data.webdataset_write import TarShardWriter
+
+        writer: _ShardWriter = TarShardWriter(out, index)
+    else:
+        writer = _ShardWriter(out, index)
     todo, already = [], 0
     for i in range(len(dataset)):
         rel = dataset.relpath(i)

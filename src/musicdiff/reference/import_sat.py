@@ -97,7 +97,7 @@ def sat_groups(checkpoint: str | Path, model_config: str | Path | Mapping[str, A
     model_config = _read_model_config(checkpoint, model_config)
     groups = sat_config.sat_to_musicdiff(model_config, t5_path=t5_path)
     return {
-        **{k: groups[k] for k in (*MODULES, "dataset")},
+        **{k: groups[k] for k in (*MODULES, "diffusion", "dataset")},
         "reference": {
             "source": "stable-audio-tools",
             "checkpoint": str(checkpoint.resolve()),

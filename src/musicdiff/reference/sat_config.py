@@ -13,6 +13,13 @@ adaLN, input-concat conditioning, CLAP checkpoints of laion_clap ...) raises
 
 Defaults follow SAT's constructors (e.g. ``OobleckDecoder.final_tanh = True``, DiT
 ``embed_dim = 768``), and the rotary width is SAT's ``max(head_dim // 2, 32)``.
+
+The training objective (``model.diffusion.diffusion_objective``: ``v`` for Stable Audio Open 1.0,
+``rectified_flow`` / ``rf_denoiser`` for Stable Audio Open Small, arXiv 2505.08175 §2) becomes the
+``diffusion`` group (the nodes of ``conf/diffusion/v_objective.yaml`` / ``rectified_flow.yaml``),
+with SAT's length-dependent ``distribution_shift_options`` as its ``time_shift`` and the
+``training.timestep_sampler`` of the file as its timestep density; the generator and the training
+task read the objective from there.
 """
 
 from __future__ import annotations
@@ -129,15 +136,25 @@ def autoencoder_config(pretransform: Mapping[str, Any], sample_rate: int) -> dic
 def dit_config(diffusion: Mapping[str, Any]) -> dict[str, Any]:
     """musicdiff ``dit`` group for SAT's ``model.diffusion`` (type ``dit``)."""
     _check_allowed("diffusion", diffusion, {"type": "dit", "config": _ANY, "cross_attention_cond_ids": _ANY,
-                                            "global_cond_ids": _ANY, "diffusion_objective": "v",
+                                            "global_cond_ids": _ANY, "diffusion_objective": _ANY,
+                                            "distribution_shift_options": _ANY,
                                             "input_concat_ids": [], "prepend_cond_ids": []})
+    objective = diffusion.get("diffusion_objective", "v")
+    if objective not in SAT_OBJECTIVES:
+        raise UnsupportedSATConfig(f"diffusion.diffusion_objective={objective!r} is not supported (musicdiff "
+                                   f"implements {list(SAT_OBJECTIVES)})")
     cfg = diffusion["config"]
     _check_allowed("diffusion.config", cfg, {
         "io_channels": _ANY, "embed_dim": _ANY, "depth": _ANY, "num_heads": _ANY, "cond_token_dim": _ANY,
         "global_cond_dim": _ANY, "project_cond_tokens": _ANY, "project_global_cond": _ANY, "patch_size": 1,
         "input_concat_dim": 0, "prepend_cond_dim": 0, "transformer_type": "continuous_transformer",
         "global_cond_type": "prepend", "timestep_cond_type": "global", "rotary_pos_emb": _ANY,
-        "zero_init_branch_outputs": _ANY})
+        "zero_init_branch_outputs": _ANY, "attn_kwargs": _ANY, "ff_kwargs": _ANY})
+    # SAT's Attention / FeedForward defaults are what musicdiff's blocks compute; anything else is refused
+    _check_allowed("diffusion.config.attn_kwargs", cfg.get("attn_kwargs") or {},
+                   {"qk_norm": "none", "differential": False, "feat_scale": False})
+    _check_allowed("diffusion.config.ff_kwargs", cfg.get("ff_kwargs") or {}, {"mult": 4, "no_bias": False,
+                                                                               "glu": True})
     width, heads = int(cfg.get("embed_dim", 768)), int(cfg.get("num_heads", 8))
     rotary = max(width // heads // 2, 32) if cfg.get("rotary_pos_emb", True) else 0
     return {
@@ -156,6 +173,94 @@ def dit_config(diffusion: Mapping[str, Any]) -> dict[str, Any]:
         "use_cross_attn_mask": False,  # SAT's DiT drops the mask (padding tokens are zeroed instead)
         "gradient_checkpointing": True,  # SAT checkpoints every block while training
     }
+
+
+# SAT's ``training.timestep_sampler`` names and the musicdiff density each one is.
+_SAT_DENSITIES = {
+    "uniform": lambda o: {"_target_": "musicdiff.diffusion.UniformTimesteps", "t_min": 0.0, "t_max": 1.0},
+    "logit_normal": lambda o: {"_target_": "musicdiff.diffusion.LogitNormalTimesteps", "mean": 0.0, "std": 1.0},
+    "trunc_logit_normal": lambda o: {"_target_": "musicdiff.diffusion.TruncatedLogitNormalTimesteps",
+                                     "left": 0.075, "right": 1.0, "flip": True},
+    "log_snr": lambda o: {"_target_": "musicdiff.diffusion.LogSNRTimesteps",
+                          "mean": float(o.get("mean_logsnr", -1.2)), "std": float(o.get("std_logsnr", 2.0))},
+}
+SAT_OBJECTIVES = ("v", "rectified_flow", "rf_denoiser")
+_SHIFT_KEYS = ("base_shift", "max_shift", "min_length", "max_length", "use_sine")
+
+
+def diffusion_config(diffusion: Mapping[str, Any], training: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """musicdiff ``diffusion`` group (objective, timestep density, time shift) for SAT's ``model.diffusion``.
+
+    Args:
+        diffusion: SAT's ``model.diffusion`` (``diffusion_objective``, ``distribution_shift_options``).
+        training: SAT's ``training`` section, if the file has one (``timestep_sampler`` and its options;
+            SAT's default is ``uniform``).
+
+    Returns:
+        A :class:`~musicdiff.diffusion.VObjectiveLoss` node for ``v``, else a
+        :class:`~musicdiff.diffusion.RectifiedFlowLoss` node recording the objective name.
+
+    Raises:
+        UnsupportedSATConfig: an unknown objective or timestep sampler, or a time shift on the v-objective.
+    """
+    objective = diffusion.get("diffusion_objective", "v")
+    if objective not in SAT_OBJECTIVES:
+        raise UnsupportedSATConfig(f"diffusion.diffusion_objective={objective!r} is not supported (musicdiff "
+                                   f"implements {list(SAT_OBJECTIVES)})")
+    training = training or {}
+    sampler = training.get("timestep_sampler", "uniform")
+    if sampler not in _SAT_DENSITIES:
+        raise UnsupportedSATConfig(f"training.timestep_sampler={sampler!r} is not supported (musicdiff implements "
+                                   f"{sorted(_SAT_DENSITIES)})")
+    density = _SAT_DENSITIES[sampler](training.get("timestep_sampler_options") or {})
+    shift = diffusion.get("distribution_shift_options")
+    if objective == "v":
+        if shift is not None:
+            raise UnsupportedSATConfig("diffusion.distribution_shift_options with the v objective: musicdiff shifts "
+                                       "flow times only")
+        return {"_target_": "musicdiff.diffusion.VObjectiveLoss", "timestep_density": density}
+    time_shift = None
+    if shift is not None:
+        _check_allowed("diffusion.distribution_shift_options", shift, {k: _ANY for k in _SHIFT_KEYS})
+        time_shift = {"_target_": "musicdiff.diffusion.TimeShift", **{k: shift[k] for k in _SHIFT_KEYS if k in shift}}
+    return {"_target_": "musicdiff.diffusion.RectifiedFlowLoss", "objective": objective,
+            "timestep_density": density, "time_shift": time_shift}
+
+
+def _sat_diffusion_fields(node: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(model.diffusion fields, training fields)`` of SAT's config for a musicdiff ``diffusion`` node."""
+    if node is None:
+        return {}, {}
+    from musicdiff.diffusion.objectives import objective_of
+
+    objective = objective_of(node)
+    density = node.get("timestep_density") or {}
+    kind = _target_name(density) if density else ""
+    by_class = {"UniformTimesteps": "uniform", "LogitNormalTimesteps": "logit_normal",
+                "TruncatedLogitNormalTimesteps": "trunc_logit_normal", "LogSNRTimesteps": "log_snr"}
+    if kind and kind not in by_class:
+        raise UnsupportedSATConfig(f"timestep density {kind}: SAT has {sorted(by_class.values())}")
+    sampler = by_class.get(kind, "uniform" if objective == "v" else "logit_normal")
+    training: dict[str, Any] = {}
+    if sampler == "uniform" and (float(density.get("t_min", 0.0)), float(density.get("t_max", 1.0))) != (0.0, 1.0):
+        raise UnsupportedSATConfig("SAT's uniform timestep sampler covers [0, 1] only")
+    if sampler == "logit_normal" and (float(density.get("mean", 0.0)), float(density.get("std", 1.0))) != (0.0, 1.0):
+        raise UnsupportedSATConfig("SAT's logit_normal timestep sampler has mean 0 and std 1 only")
+    if sampler == "trunc_logit_normal" and (float(density.get("left", 0.075)), float(density.get("right", 1.0)),
+                                            bool(density.get("flip", True))) != (0.075, 1.0, True):
+        raise UnsupportedSATConfig("SAT's trunc_logit_normal timestep sampler is fixed at left=0.075, right=1")
+    if sampler != "uniform":
+        training["timestep_sampler"] = sampler
+    if sampler == "log_snr":
+        training["timestep_sampler_options"] = {"mean_logsnr": float(density.get("mean", -1.2)),
+                                                "std_logsnr": float(density.get("std", 2.0))}
+    fields: dict[str, Any] = {}
+    if objective != "v":
+        fields["diffusion_objective"] = objective
+    shift = node.get("time_shift")
+    if shift is not None:
+        fields["distribution_shift_options"] = {k: shift[k] for k in _SHIFT_KEYS if k in shift}
+    return fields, training
 
 
 def _conditioner_node(kind: str, cfg: Mapping[str, Any], cond_dim: int, t5_path: str | None) -> dict[str, Any]:
@@ -204,8 +309,9 @@ def sat_to_musicdiff(model_config: Mapping[str, Any], t5_path: str | None = None
             ``MUSICDIFF_T5_PATH`` environment variable at build time, else the local HF cache).
 
     Returns:
-        ``{"autoencoder", "dit", "conditioner", "dataset": {"window_seconds"}, "sample_rate"}``;
-        ``window_seconds`` is SAT's ``sample_size`` in seconds (the generation window).
+        ``{"autoencoder", "dit", "conditioner", "diffusion", "dataset": {"window_seconds"}, "sample_rate"}``;
+        ``window_seconds`` is SAT's ``sample_size`` in seconds (the generation window), ``diffusion``
+        the objective node (:func:`diffusion_config`).
 
     Raises:
         UnsupportedSATConfig: the model uses a feature musicdiff lacks.
@@ -229,6 +335,7 @@ def sat_to_musicdiff(model_config: Mapping[str, Any], t5_path: str | None = None
         "autoencoder": autoencoder,
         "dit": dit,
         "conditioner": conditioner,
+        "diffusion": diffusion_config(model["diffusion"], model_config.get("training")),
         "dataset": {"window_seconds": window_seconds(int(model_config["sample_size"]), autoencoder["downsampling_ratio"],
                                                      sample_rate)},
         "sample_rate": sample_rate,
@@ -256,7 +363,8 @@ def musicdiff_to_sat(cfg: Mapping[str, Any], window_seconds: float | None = None
     """Translate musicdiff config groups back into a SAT ``model_config.json`` dict.
 
     Args:
-        cfg: a mapping (plain or OmegaConf) with ``autoencoder``, ``dit`` and ``conditioner``.
+        cfg: a mapping (plain or OmegaConf) with ``autoencoder``, ``dit`` and ``conditioner`` (and
+            ``diffusion``: its objective, time shift and timestep density are written back; none = ``v``).
         window_seconds: generation window; default ``cfg.dataset.window_seconds``.
         t5_name: SAT ``t5_model_name`` for a T5 conditioner (default: inferred from its path).
 
@@ -325,12 +433,13 @@ def musicdiff_to_sat(cfg: Mapping[str, Any], window_seconds: float | None = None
                 out["use_nearest_upsample"] = True
         return {"type": "oobleck", "config": out}
 
+    diffusion_fields, training = _sat_diffusion_fields(cfg.get("diffusion"))
     pretransform_cfg: dict[str, Any] = {
         "encoder": oobleck(ae["encoder"], True), "decoder": oobleck(ae["decoder"], False),
         "latent_dim": int(ae["latent_dim"]), "downsampling_ratio": ratio, "io_channels": int(ae["io_channels"])}
     if ae.get("bottleneck") is not None:
         pretransform_cfg["bottleneck"] = {"type": "vae"}
-    return {
+    out = {
         "model_type": "diffusion_cond",
         "sample_size": latents * ratio,
         "sample_rate": sample_rate,
@@ -341,6 +450,7 @@ def musicdiff_to_sat(cfg: Mapping[str, Any], window_seconds: float | None = None
             "diffusion": {
                 "cross_attention_cond_ids": list(cond.get("cross_attn_ids", [])),
                 "global_cond_ids": list(cond.get("global_ids", [])),
+                **diffusion_fields,
                 "type": "dit",
                 "config": {
                     "io_channels": int(dit["io_channels"]), "embed_dim": width, "depth": int(dit["depth"]),
@@ -355,3 +465,6 @@ def musicdiff_to_sat(cfg: Mapping[str, Any], window_seconds: float | None = None
             "io_channels": int(dit["io_channels"]),
         },
     }
+    if training:
+        out["training"] = training
+    return out

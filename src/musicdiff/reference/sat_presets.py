@@ -101,3 +101,53 @@ def stable_audio_open_config(
             "io_channels": latent_dim,
         },
     }
+
+
+def stable_audio_open_small_config(
+    *,
+    diffusion_objective: str = "rf_denoiser",
+    distribution_shift_options: dict[str, Any] | None = None,
+    timestep_sampler: str | None = None,
+    embed_dim: int = 1024,
+    depth: int = 16,
+    num_heads: int = 8,
+    max_length: int = 64,
+    sample_size: int = 524288,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """A SAT ``model_config.json`` dict with Stable Audio Open Small's layout (arXiv 2505.08175 §2).
+
+    SAO Small keeps SAO 1.0's Oobleck VAE and T5-base prompt, conditions on ``seconds_total`` only,
+    and trains a 1024-wide, 16-layer DiT with rectified flow, then ARC post-training (objective
+    ``rf_denoiser``; ~11.9 s window). The released DiT also normalises queries and keys
+    (``attn_kwargs.qk_norm``), which musicdiff's attention does not implement, so it is not written here.
+
+    Args:
+        diffusion_objective: ``rectified_flow`` (the pre-trained model) or ``rf_denoiser`` (after ARC).
+        distribution_shift_options: SAT's length-dependent time shift (None: none).
+        timestep_sampler: SAT's ``training.timestep_sampler`` (None: not written, SAT's ``uniform``).
+        embed_dim: DiT width.
+        depth: DiT blocks.
+        num_heads: DiT attention heads.
+        max_length: T5 tokens per prompt.
+        sample_size: window in audio samples.
+        **kwargs: further arguments of :func:`stable_audio_open_config` (VAE size, ``cond_dim`` ...).
+
+    Returns:
+        The config dict (JSON-serialisable).
+    """
+    cfg = stable_audio_open_config(embed_dim=embed_dim, depth=depth, num_heads=num_heads, max_length=max_length,
+                                   sample_size=sample_size, **kwargs)
+    model = cfg["model"]
+    model["conditioning"]["configs"] = [c for c in model["conditioning"]["configs"] if c["id"] != "seconds_start"]
+    model["conditioning"]["configs"][-1]["config"]["max_val"] = 256
+    diffusion = model["diffusion"]
+    diffusion["cross_attention_cond_ids"] = ["prompt", "seconds_total"]
+    diffusion["global_cond_ids"] = ["seconds_total"]
+    diffusion["diffusion_objective"] = diffusion_objective
+    diffusion["config"]["global_cond_dim"] = model["conditioning"]["cond_dim"]
+    if distribution_shift_options is not None:
+        diffusion["distribution_shift_options"] = dict(distribution_shift_options)
+    if timestep_sampler is not None:
+        cfg["training"] = {"timestep_sampler": timestep_sampler}
+    return cfg

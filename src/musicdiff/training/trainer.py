@@ -140,6 +140,9 @@ class Trainer:
         return optimizers
 
     def _loader(self, dataset: Dataset, sampler: ResumableShardedSampler) -> DataLoader:
+        if hasattr(dataset, "make_loader"):  # streaming datasets shard and resume from the sampler's position
+            return dataset.make_loader(sampler, batch_size=self.batch_size, num_workers=self.num_workers,
+                                       collate_fn=collate, pin_memory=self.accelerator.device.type == "cuda")
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           collate_fn=collate, drop_last=True, persistent_workers=False,
                           pin_memory=self.accelerator.device.type == "cuda")

@@ -1,0 +1,214 @@
+"""Stable Audio Open Small style checkpoints (rectified flow / ``rf_denoiser``) against stable-audio-tools 0.0.19.
+
+A reduced-size SAO Small (``seconds_total`` only, ``rf_denoiser`` objective, a length-dependent
+time shift) is built by SAT with random weights and written in the release layout. Then:
+``load_pretrained(<model.safetensors>)`` gives the same DiT output and records the objective;
+``musicdiff-train init_from=<file>`` takes one training step equal to SAT's own
+``DiffusionCondTrainingWrapper.training_step`` (loss and every DiT gradient, with SAT's time
+shift); ``musicdiff-generate checkpoint=<file> sampler=flow_pingpong`` (8 steps, no CFG) gives
+SAT's ``generate_diffusion_cond`` latents; and the export round trip is bit-exact.
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from tests.reference.conftest import WINDOW_LATENTS, small_sao_config
+from tests.reference.test_finetune_sat import _Ctx
+from tests.reference.test_sat_parity import assert_close
+
+SHIFT = {"base_shift": 0.5, "max_shift": 1.15, "min_length": 4, "max_length": 64}
+METADATA = [{"prompt": "warm arpeggios on house beats", "seconds_total": 11.0},
+            {"prompt": "lofi drums", "seconds_total": 4.0}]
+
+
+def small_sao_small_config() -> dict:
+    """SAO Small's layout at test size (the VAE and T5 projection of ``small_sao_config``)."""
+    from musicdiff.reference.sat_presets import stable_audio_open_small_config
+
+    base = small_sao_config()["model"]["diffusion"]["config"]
+    return stable_audio_open_small_config(ae_channels=4, latent_dim=16, embed_dim=base["embed_dim"],
+                                          depth=base["depth"], num_heads=base["num_heads"], cond_dim=64,
+                                          sample_size=WINDOW_LATENTS * 2048, distribution_shift_options=SHIFT,
+                                          timestep_sampler="logit_normal")
+
+
+@pytest.fixture(scope="module")
+def sao_small(sat, t5_768, tmp_path_factory):
+    """``(sat_model, release_dir)``: SAT's reduced SAO Small with random weights, written like the release."""
+    from musicdiff.reference.sat_reference import build_sat_model
+    from tests.helpers.stable_audio_tools import randomize_
+
+    config = small_sao_small_config()
+    torch.manual_seed(0)
+    model = build_sat_model(config, t5_path=t5_768).eval()
+    randomize_(model, seed=4)
+    assert model.diffusion_objective == "rf_denoiser" and model.dist_shift is not None
+    root = tmp_path_factory.mktemp("stable-audio-open-small")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / "model.safetensors"))
+    (root / "model_config.json").write_text(json.dumps(config, indent=4))
+    return model, root
+
+
+def test_config_maps_objective_shift_and_density():
+    from musicdiff.reference import musicdiff_to_sat, sat_to_musicdiff
+
+    config = small_sao_small_config()
+    groups = sat_to_musicdiff(config)
+    assert groups["diffusion"]["_target_"] == "musicdiff.diffusion.RectifiedFlowLoss"
+    assert groups["diffusion"]["objective"] == "rf_denoiser"
+    assert groups["diffusion"]["timestep_density"]["_target_"] == "musicdiff.diffusion.LogitNormalTimesteps"
+    assert groups["diffusion"]["time_shift"] == {"_target_": "musicdiff.diffusion.TimeShift", **SHIFT}
+    back = musicdiff_to_sat(groups)
+    for key in ("diffusion_objective", "distribution_shift_options", "global_cond_ids", "cross_attention_cond_ids"):
+        assert back["model"]["diffusion"][key] == config["model"]["diffusion"][key], key
+    assert back["training"] == {"timestep_sampler": "logit_normal"}
+    # the v-objective of Stable Audio Open 1.0 writes nothing new (its files stay as they were)
+    v_back = musicdiff_to_sat(sat_to_musicdiff(small_sao_config()))
+    assert "diffusion_objective" not in v_back["model"]["diffusion"] and "training" not in v_back
+
+
+def test_load_pretrained_dit_forward_matches_sat(sao_small, t5_768, monkeypatch):
+    from musicdiff.diffusion import objective_of
+    from musicdiff.pretrained import load_pretrained
+
+    sat_model, root = sao_small
+    monkeypatch.setenv("MUSICDIFF_T5_PATH", t5_768)
+    pre = load_pretrained(root / "model.safetensors")
+    assert pre.kind == "sat" and objective_of(pre.config.diffusion) == "rf_denoiser"
+    gen = torch.Generator().manual_seed(1)
+    x, t = torch.randn(2, 16, WINDOW_LATENTS, generator=gen), torch.tensor([0.2, 0.9])
+    with torch.no_grad():
+        ref_cond = sat_model.get_conditioning_inputs(sat_model.conditioner(METADATA, "cpu"))
+        cond = pre.conditioner(METADATA, "cpu")
+        v_ref = sat_model.model(x, t, **ref_cond)
+        v = pre.dit(x, t, cond["cross_attn_cond"], cond["cross_attn_mask"], cond["global_cond"])
+    assert_close(v, v_ref, "rf velocity")
+
+
+def test_rf_training_step_matches_sat_wrapper(sao_small, t5_768, compose_cfg, monkeypatch):
+    """One rectified-flow step with SAT's time shift: loss and every DiT gradient."""
+    from hydra.utils import instantiate
+
+    from musicdiff.cli.train import pretrained_parts
+    from musicdiff.reference.sat_reference import load_sat_training
+    from musicdiff.reference.sat_config import sat_to_musicdiff
+
+    sat = load_sat_training("training.diffusion")
+    sat_model, root = sao_small
+    monkeypatch.setenv("MUSICDIFF_T5_PATH", t5_768)
+    diffusion = sat_to_musicdiff(json.loads((root / "model_config.json").read_text()))["diffusion"]
+    overrides = [f"init_from={root / 'model.safetensors'}", "task.cfg_dropout_prob=0.0", "logger=none",
+                 "diffusion=rectified_flow", "diffusion.objective=rf_denoiser",
+                 "+diffusion.time_shift={_target_: musicdiff.diffusion.TimeShift, base_shift: 0.5, "
+                 "max_shift: 1.15, min_length: 4, max_length: 64}"]
+    cfg = compose_cfg("train", overrides)
+    assert dict(cfg.diffusion.time_shift) == diffusion["time_shift"]
+    task = instantiate(cfg.task, **pretrained_parts(cfg)).train()
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 16, WINDOW_LATENTS, generator=gen)
+    t = torch.rand(2, generator=gen)
+    noise = torch.randn(x.shape, generator=gen)
+    real_randn, real_randn_like = torch.randn, torch.randn_like
+
+    def randn(*args, **kwargs):
+        shape = tuple(args[0]) if args and isinstance(args[0], (tuple, list, torch.Size)) else tuple(args)
+        return noise.clone() if shape == tuple(x.shape) else real_randn(*args, **kwargs)
+
+    def randn_like(ref, *args, **kwargs):
+        return noise.clone() if ref.shape == x.shape else real_randn_like(ref, *args, **kwargs)
+
+    monkeypatch.setattr(task.diffusion, "timestep_density", lambda n, device, generator=None: t.clone())
+    ctx = _Ctx()
+    with monkeypatch.context() as m:
+        m.setattr(torch, "randn", randn)
+        task.training_step({"latents": x.clone(), "metadata": [dict(md) for md in METADATA]}, 0, ctx)
+
+    wrapper = sat.training.diffusion.DiffusionCondTrainingWrapper(sat_model, lr=1e-4, pre_encoded=True, use_ema=False,
+                                                                  cfg_dropout_prob=0.0, timestep_sampler="uniform")
+    wrapper.rng = SimpleNamespace(draw=lambda n: t.clone()[:, None])
+    wrapper.log_dict = lambda *a, **k: None
+    monkeypatch.setattr(type(wrapper), "trainer", SimpleNamespace(
+        optimizers=[SimpleNamespace(param_groups=[{"lr": 1e-4}])]), raising=False)
+    meta = [{**md, "padding_mask": [torch.ones(WINDOW_LATENTS, dtype=torch.bool)]} for md in METADATA]
+    sat_model.train()
+    sat_model.zero_grad()
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(torch, "randn_like", randn_like)
+            ref_loss = wrapper.training_step((x.clone(), meta), 0)
+        ref_loss.backward()
+        torch.testing.assert_close(ctx.loss, ref_loss.detach(), rtol=1e-5, atol=1e-7)
+        ref_grads = dict(sat_model.model.model.named_parameters())
+        for key, p in task.dit.named_parameters():
+            ref = ref_grads[key].grad
+            torch.testing.assert_close(p.grad, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()) + 1e-12,
+                                       msg=lambda s, k=key: f"grad {k}: {s}")
+        assert len(ref_grads) == len(list(task.dit.parameters()))
+    finally:
+        sat_model.zero_grad()
+        sat_model.eval()
+
+
+def test_generate_pingpong_without_cfg_matches_sat(sao_small, t5_768, compose_cfg, monkeypatch):
+    """``musicdiff-generate checkpoint=<SAT file> sampler=flow_pingpong``: 8 steps, no CFG, SAT's latents."""
+    from stable_audio_tools.inference import sampling as sat_sampling
+    from stable_audio_tools.inference.generation import generate_diffusion_cond
+
+    from musicdiff.pretrained.generator import build_generator
+
+    sat_model, root = sao_small
+    monkeypatch.setenv("MUSICDIFF_T5_PATH", t5_768)
+    prompt, seed, renoise_seed = "warm arpeggios on house beats", 5, 77
+    # ping-pong re-noises from the global RNG in SAT: seed it at the start of sampling on both sides
+    original = sat_sampling.sample_flow_pingpong
+
+    def seeded_pingpong(*args, **kwargs):
+        torch.manual_seed(renoise_seed)
+        return original(*args, **kwargs)
+
+    def global_rng_noise(x, sigma_min, sigma_max, seed=None):  # noqa: ARG001 - the SamplerSpec factory signature
+        torch.manual_seed(renoise_seed)
+        return lambda t, t_next: torch.randn_like(x)
+
+    cfg = compose_cfg("generate", [f"checkpoint={root / 'model.safetensors'}", "sampler=flow_pingpong",
+                                   "logger=none", "generator.decode_chunk_latents=null"])
+    assert cfg.sampler.steps == 8 and cfg.sampler.cfg_scale == 1.0
+    gen = build_generator(cfg, torch.device("cpu"))
+    gen.sampler.noise_sampler = global_rng_noise
+    seconds = gen.max_duration
+    latents = gen.generate(prompt, seeds=seed, return_latents=True)[0]
+    monkeypatch.setattr(sat_sampling, "sample_flow_pingpong", seeded_pingpong)
+    with torch.no_grad():
+        ref = generate_diffusion_cond(
+            sat_model, steps=8, cfg_scale=1.0, seed=seed, device="cpu", sample_size=WINDOW_LATENTS * 2048,
+            conditioning=[{"prompt": prompt, "seconds_total": seconds}], sampler_type="pingpong",
+            return_latents=True)
+    assert_close(latents, ref[0], "rf_denoiser ping-pong latents")
+
+
+def test_export_round_trip_is_bit_exact(sao_small, t5_768, tmp_path):
+    from musicdiff.reference.export_sat import export_sat
+    from musicdiff.reference.import_sat import import_sat
+    from musicdiff.reference.sat_reference import build_sat_model
+
+    sat_model, root = sao_small
+    out = import_sat(root / "model.safetensors", tmp_path / "export", t5_path=t5_768)
+    back = export_sat(out, tmp_path / "sat", t5_name="t5-base")
+    state = load_file(str(back / "model.safetensors"))
+    original = sat_model.state_dict()
+    assert set(state) == set(original) and all(torch.equal(state[k], original[k]) for k in original)
+    config = json.loads((back / "model_config.json").read_text())
+    source = json.loads((root / "model_config.json").read_text())
+    assert config["model"]["diffusion"]["diffusion_objective"] == "rf_denoiser"
+    assert config["model"]["diffusion"]["distribution_shift_options"] == SHIFT
+    assert config["training"] == source["training"]
+    rebuilt = build_sat_model(config, t5_path=t5_768)
+    rebuilt.load_state_dict(state, strict=True)
+    assert rebuilt.diffusion_objective == "rf_denoiser" and rebuilt.dist_shift.min_length == 4
