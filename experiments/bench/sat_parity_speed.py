@@ -16,7 +16,9 @@ outputs relative to their scale:
 * ``generate``: prompt → T5 + timing conditioning → DPM-Solver++(2M) with CFG 7 → decoded audio
   (SAT's ``generate_diffusion_cond`` vs musicdiff's ``Generator``), the same seed.
 
-Both sides run under ``torch.inference_mode`` except the training step. On CPU the timings are
+Both sides run under ``torch.inference_mode`` except the training step, musicdiff's inside its
+inference switch ``musicdiff.models.inference.fast_inference`` (``--no-fast-inference``: the plain
+model files). On CPU the timings are
 the process's CPU time (one thread by default), so other jobs on a shared machine inflate them
 less than wall-clock time (also printed); on GPU they are wall-clock times. Examples::
 
@@ -163,7 +165,7 @@ def build(args: argparse.Namespace, device: torch.device):
 
 def run(args: argparse.Namespace) -> list[dict]:
     from musicdiff.diffusion import VDenoiser
-    from musicdiff.models.packed_gemm import packed_linears
+    from musicdiff.models.inference import fast_inference
     from musicdiff.reference.sat_reference import load_k_diffusion
     from musicdiff.sampling import SamplerSpec
     from musicdiff.sampling.dpmpp import sample_dpmpp_2m
@@ -216,16 +218,18 @@ def run(args: argparse.Namespace) -> list[dict]:
         dit.gradient_checkpointing = False
         ref_dit.zero_grad(set_to_none=True), dit.zero_grad(set_to_none=True)
 
-    with torch.inference_mode():
+    # musicdiff's inference fast paths (musicdiff.models.inference), switched on as the Generator does
+    fast = fast_inference(ae, run_dit, packed_gemm=args.packed_gemm and device.type == "cpu",
+                          enabled=args.fast_inference)
+    with torch.inference_mode(), fast:
         if "dit_infer" in modes:
             sigma = torch.full((b,), 2.5, device=device)
             ref_den = k_diffusion.external.VDenoiser(ref.model)
             ours_den = CFGDenoiser(VDenoiser(run_dit), scale=7.0)
             uncond = dict(c, cross_attn_cond=torch.zeros_like(c["cross_attn_cond"]))
             ref_infer = lambda: ref_den(x, sigma, **ref_c, cfg_scale=7.0)  # noqa: E731
-            with packed_linears(dit, enabled=args.packed_gemm and device.type == "cpu" and not args.compile):
-                results.append(compare("dit_infer", ref_infer, lambda: ours_den(x, sigma, cond=c, uncond=uncond),
-                                       device, args.repeats))
+            results.append(compare("dit_infer", ref_infer, lambda: ours_den(x, sigma, cond=c, uncond=uncond),
+                                   device, args.repeats))
             if args.ceiling:
                 add_ceiling(results[-1], ref_infer, device, results[-1]["ref_s"])
             if args.precision != "fp32":
@@ -296,6 +300,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                    "fused kernels round differently; compile time is not timed)")
     p.add_argument("--no-packed-gemm", dest="packed_gemm", action="store_false",
                    help="musicdiff's DiT without MKL packed-weight GEMMs during inference (CPU)")
+    p.add_argument("--no-fast-inference", dest="fast_inference", action="store_false",
+                   help="musicdiff's plain model files, without musicdiff.models.inference.fast_inference "
+                   "(the generate rows: the Generator switches it on itself)")
     p.add_argument("--ceiling", action="store_true", help="profile each workload once and print the kernel "
                    "ceiling: SAT time / time of the GEMM, attention and convolution kernels")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
@@ -308,7 +315,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     results = run(args)
     print(f"\ndevice={args.device} threads={args.threads} size={args.size} latents={args.latents} "
           f"audio_latents={args.audio_latents} batch={args.batch} steps={args.steps} compile={args.compile} "
-          f"packed_gemm={args.packed_gemm} "
+          f"packed_gemm={args.packed_gemm} fast_inference={args.fast_inference} "
           f"torch={torch.__version__}")
     basis = "CPU time of the process" if args.device == "cpu" else "wall time"
     print(f"median {basis} over {args.repeats} alternating repeats (wall-clock medians in brackets)")

@@ -134,7 +134,8 @@ def browser(tmp_path_factory):
     profile = tmp_path_factory.mktemp("chrome-profile")
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--mute-audio",
                 "--window-size=1400,1000", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-proxy-server", f"--user-data-dir={profile}"):
+                "--disable-component-update", "--disable-sync", "--no-proxy-server", f"--user-data-dir={profile}",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):  # no network but the app
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
     driver.set_page_load_timeout(60)
@@ -309,6 +310,9 @@ def test_gallery_lists_runs_plays_audio_and_records_blind_votes(app, browser):
     wait_for(lambda: d.execute_script(_PLAYER_DURATION, "#ab-clip-1") and
              d.execute_script(_PLAYER_DURATION, "#ab-clip-2"), 60, "both blind clips")
     assert RUN_NAMES[0] not in d.find_element(By.ID, "ab-result").text  # blind until the vote
+    served = " ".join(a.get_attribute("href") + a.get_attribute("download") for a in
+                      d.find_elements(By.CSS_SELECTOR, "#ab-clip-1 a[download], #ab-clip-2 a[download]"))
+    assert served and not any(run_id in served for run_id in app["runs"].values())
     _click(d, "ab-vote-1")
     result = wait_for(lambda: "Recorded" in d.find_element(By.ID, "ab-result").text
                       and d.find_element(By.ID, "ab-result").text, 30, "the vote's confirmation")

@@ -101,9 +101,9 @@ def test_random_audio_crops_carry_their_offset(tmp_path):
     folder = tmp_path / "noise"
     folder.mkdir()
     rng = np.random.default_rng(0)
-    for i in range(5):  # noise: every crop occurs at one offset only
+    for i in range(5):  # noise: every crop occurs at one offset only; PCM is read by seeking, FLOAT whole
         sf.write(str(folder / f"n{i}.wav"), (0.3 * rng.standard_normal((int(SR * (1.3 + 0.4 * i)), 2))), SR,
-                 subtype="FLOAT")
+                 subtype="FLOAT" if i % 2 else "PCM_16")
         (folder / f"n{i}.txt").write_text("unused")
         (folder / f"n{i}.json").write_text(json.dumps({"caption": f"noise {i}"}))
     make_shards(folder, tmp_path / "shards", shard_size=4, progress=False)

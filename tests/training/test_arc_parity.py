@@ -31,7 +31,6 @@ def pair(tmp_path_factory):
     from tests.helpers.stable_audio_tools import randomize_
     from tests.helpers.tiny_text_models import make_tiny_t5
 
-    sat = load_sat_training("training.arc")
     t5 = make_tiny_t5(tmp_path_factory.mktemp("t5_arc"), d_model=768)
     config = stable_audio_open_small_config(ae_channels=4, latent_dim=16, embed_dim=128, depth=2, num_heads=2,
                                             cond_dim=64, sample_size=LATENTS * 2048,
@@ -39,18 +38,20 @@ def pair(tmp_path_factory):
     torch.manual_seed(0)
     model = build_sat_model(config, t5_path=t5)
     randomize_(model, seed=2)
-    discriminator = copy.deepcopy(model)
-    wrapper = sat.training.arc.ARCTrainingWrapper(
-        model, discriminator, arc_config={"discriminator": {"dit_hidden_layer": 0, "type": "conv", "contrastive": True,
-                                                            "weights": {"contrastive": 0.5}}},
-        optimizer_configs={"diffusion": {}, "discriminator": {}}, use_ema=False, pre_encoded=True)
-    randomize_(wrapper.discriminator_head, seed=3)
+    discriminator = build_sat_model(config, t5_path=t5)  # SAT's discriminator: a copy of the pre-trained model
+    discriminator.load_state_dict(model.state_dict())
     groups = OmegaConf.create(sat_to_musicdiff(config, t5_path=t5))
     tensors = convert_weights(model.state_dict())
     ours = {}
     for name in ("dit", "conditioner"):
         ours[name] = instantiate(groups[name])
         ours[name].load_state_dict(tensors[name], strict=True)
+    sat = load_sat_training("training.arc")  # after the T5 encoders are built (its import-only placeholders)
+    wrapper = sat.training.arc.ARCTrainingWrapper(
+        model, discriminator, arc_config={"discriminator": {"dit_hidden_layer": 0, "type": "conv", "contrastive": True,
+                                                            "weights": {"contrastive": 0.5}}},
+        optimizer_configs={"diffusion": {}, "discriminator": {}}, use_ema=False, pre_encoded=True)
+    randomize_(wrapper.discriminator_head, seed=3)
     return wrapper, ours
 
 
@@ -104,8 +105,7 @@ def test_generator_and_discriminator_losses_match_sat(pair, monkeypatch):
 
     wrapper.train()
     # generator step: relativistic loss softplus(D(real) - D(fake)); gradients into the generator
-    ref = _sat_step(wrapper, monkeypatch, 0, x, sat_meta(), [t, s], [noise, renoise])
-    ref.backward()
+    ref = _sat_step(wrapper, monkeypatch, 0, x, sat_meta(), [t, s], [noise, renoise])  # backward inside
     cond = task.conditioner(metadata, "cpu")
     loss, _ = task.generator_loss(x, cond, t, noise, s, renoise)
     loss.backward()
@@ -116,9 +116,9 @@ def test_generator_and_discriminator_losses_match_sat(pair, monkeypatch):
 
     # discriminator step: relativistic + contrastive (rotated prompts) losses
     wrapper.zero_grad()
+    task.zero_grad()
     meta = sat_meta()
     ref = _sat_step(wrapper, monkeypatch, 1, x, meta, [t, s], [noise, renoise])
-    ref.backward()
     rolled = [{k: v for k, v in md.items() if k != "padding_mask"} for md in meta]  # SAT rotated them in place
     assert [md["prompt"] for md in rolled] != PROMPTS
     with torch.no_grad():

@@ -11,7 +11,10 @@ shown in the page, and the app keeps running.
 from __future__ import annotations
 
 import random
+import shutil
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -171,6 +174,14 @@ def _gallery_tab(store: RunStore) -> tuple[gr.Button, gr.Markdown, gr.Dataframe,
     return refresh, status, table, [run for run, *_ in sides]
 
 
+def _anonymous_copy(path: str, store: RunStore) -> str:
+    """A copy of a clip under a random name (its served URL and download name must not reveal the run)."""
+    dest = store.cache_dir / "blind" / f"{uuid.uuid4().hex}{Path(path).suffix}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, dest)
+    return str(dest)
+
+
 def _listening_tab(store: RunStore, votes: ListeningLog) -> tuple[gr.Dropdown, gr.Dropdown]:
     gr.Markdown("Blind A/B test: pick two runs, listen to clip 1 and clip 2 (order shuffled, runs hidden) and "
                 f"vote. Votes are appended to `{votes.path}`.")
@@ -199,7 +210,8 @@ def _listening_tab(store: RunStore, votes: ListeningLog) -> tuple[gr.Dropdown, g
             t = make_trial(clips(a), clips(b), random.Random())
         except (ValueError, StoreError) as exc:
             raise _error(exc) from None
-        return [t, t.first.path, t.second.path, "Which clip do you prefer?"]
+        return [t, _anonymous_copy(t.first.path, store), _anonymous_copy(t.second.path, store),
+                "Which clip do you prefer?"]
 
     def vote(choice: str, t: Trial | None, who: str) -> list[Any]:
         if t is None:
@@ -209,11 +221,10 @@ def _listening_tab(store: RunStore, votes: ListeningLog) -> tuple[gr.Dropdown, g
         except OSError as exc:
             raise _error(exc) from None
         tally = votes.tally(t.first.run_id, t.second.run_id)
-        a, b = sorted({t.first.run_id, t.second.run_id}, key=lambda r: r != t.first.run_id)
-        names = {t.first.run_id: t.first.run_name, t.second.run_id: t.second.run_name}
         return [None, None, None, f"Recorded. Clip 1 was **{t.first.run_name}** ({t.first.name}), clip 2 was "
-                f"**{t.second.run_name}** ({t.second.name}). Votes so far: {names[a]} {tally[a]}, {names[b]} "
-                f"{tally[b]}, no preference {tally['none']}."]
+                f"**{t.second.run_name}** ({t.second.name}). Votes so far between these runs: {t.first.run_name} "
+                f"{tally[t.first.run_id]}, {t.second.run_name} {tally[t.second.run_id]}, no preference "
+                f"{tally['none']}. Press 'New pair' for the next one."]
 
     new.click(new_pair, [run_a, run_b], [trial, clip1, clip2, result])
     for choice, button in votes_buttons.items():
@@ -233,7 +244,7 @@ def build_ui(studio: Studio, store: RunStore, votes: ListeningLog, title: str = 
     Returns:
         The :class:`gradio.Blocks` (queue and launch it with :func:`musicdiff.app.server.serve`).
     """
-    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 86400)) as demo:  # served copies: 1 day
         gr.Markdown(f"## musicdiff\nModel `{studio.cfg.get('checkpoint') or 'random weights'}` · window "
                     f"{studio.max_duration:.2f} s · {studio.sample_rate} Hz · adapters: "
                     f"{', '.join(studio.adapters) or 'none'} · clips go to `{studio.out_dir}`")

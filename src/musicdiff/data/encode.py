@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from musicdiff.data.audio_dataset import AudioFolderDataset
 from musicdiff.data.audio_io import AudioLoadError
+from musicdiff.models.inference import fast_inference
 
 log = logging.getLogger("musicdiff.data")
 
@@ -227,7 +228,13 @@ def encode_dataset(
 
 def _encode_batch(autoencoder: nn.Module, audios: list[torch.Tensor], ratio: int, device: torch.device,
                   chunked: bool, chunk_size: int, overlap: int, sample: bool) -> list[torch.Tensor]:
-    """Latents ``[D, ceil(T_i / ratio)]`` of each ``[C, T_i]`` audio."""
+    """Latents ``[D, ceil(T_i / ratio)]`` of each ``[C, T_i]`` audio (with the VAE's inference fast paths)."""
+    with fast_inference(autoencoder, packed_gemm=False):
+        return _encode_plain(autoencoder, audios, ratio, device, chunked, chunk_size, overlap, sample)
+
+
+def _encode_plain(autoencoder: nn.Module, audios: list[torch.Tensor], ratio: int, device: torch.device,
+                  chunked: bool, chunk_size: int, overlap: int, sample: bool) -> list[torch.Tensor]:
     lengths = [a.shape[-1] for a in audios]
     padded = -(-max(lengths) // ratio) * ratio
     if chunked and padded // ratio > chunk_size:  # long files: one at a time, in chunks

@@ -237,11 +237,12 @@ class WebDatasetShards(IterableDataset):
 
     def _audio_item(self, sample: dict[str, Any], meta: dict[str, Any], rng: random.Random,
                     where: str) -> dict[str, Any]:
-        audio, gain = decode_audio(sample, self.sample_rate, self.channels, self.multichannel, where)
-        total = audio.shape[1]
-        upper = max(0, total - self.window)
-        offset = rng.randint(0, upper) if self.random_crop and upper > 0 else 0
-        crop = audio[:, offset: offset + self.window]
+        def pick(total: int) -> int:
+            upper = max(0, total - self.window)
+            return rng.randint(0, upper) if self.random_crop and upper > 0 else 0
+
+        crop, offset, total, gain = decode_audio(sample, self.sample_rate, self.channels, self.multichannel, where,
+                                                 self.window, pick)
         if self.skip_silent and is_silent(crop, self.silence_threshold_db):
             raise SampleError(where, "silent_crop", f"offset {offset}")
         out = torch.zeros(self.channels, self.window)

@@ -25,7 +25,7 @@ import logging
 import os
 import tarfile
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlparse
 
 import numpy as np
@@ -35,7 +35,7 @@ import torch
 import webdataset as wds
 from webdataset.tariterators import base_plus_ext
 
-from musicdiff.data.audio_io import AUDIO_EXTENSIONS, convert_channels, full_scale_gain
+from musicdiff.data.audio_io import AUDIO_EXTENSIONS, AudioInfo, convert_channels, full_scale_gain
 
 log = logging.getLogger("musicdiff.data")
 wds_gopen = importlib.import_module("webdataset.gopen")  # the module (webdataset.gopen is also a function)
@@ -201,31 +201,56 @@ def sample_metadata(sample: dict[str, Any], where: str) -> dict[str, Any]:
     return meta
 
 
-def decode_audio(sample: dict[str, Any], sample_rate: int, channels: int, multichannel: str,
-                 where: str) -> tuple[torch.Tensor, float]:
-    """The whole audio of a raw sample as float32 ``[channels, T]`` at ``sample_rate``, and its gain.
+def decode_audio(sample: dict[str, Any], sample_rate: int, channels: int, multichannel: str, where: str,
+                 window: int | None = None, pick_offset: Callable[[int], int] | None = None,
+                 ) -> tuple[torch.Tensor, int, int, float]:
+    """Decode the audio of a raw sample (or only a window of it) at ``sample_rate``, ``channels``.
 
     Decoded with libsndfile from the stored bytes, resampled with soxr (HQ) and channel-converted
-    like :func:`~musicdiff.data.audio_io.load_audio`; the gain is
+    like :func:`~musicdiff.data.audio_io.load_audio`. The gain is
     :func:`~musicdiff.data.audio_io.full_scale_gain` of the file's peak at its own rate and
-    channels, as the folder dataset measures it. Raises :class:`SampleError`.
+    channels, as the folder dataset measures it. Integer PCM at the model rate (gain 1, no
+    resampling) is read from ``pick_offset(total_frames)`` for ``window`` frames only; anything
+    else is decoded whole and sliced.
+
+    Returns:
+        ``(audio [channels, T] from the offset, offset, total frames at sample_rate, gain)``.
+
+    Raises:
+        SampleError: no audio member, unreadable, empty or non-finite audio.
     """
     ext = next((k for k in sample if k.split(".")[-1].lower() in AUDIO_EXTS), None)
     if ext is None:
         raise SampleError(where, "missing_audio", f"no audio file among {sorted(k for k in sample if k[0] != '_')}")
     try:
-        data, sr = sf.read(io.BytesIO(sample[ext]), dtype="float32", always_2d=True)
+        with sf.SoundFile(io.BytesIO(sample[ext])) as f:
+            info = AudioInfo(f.frames, f.samplerate, f.channels, f.format, f.subtype)
+            if info.frames <= 0:
+                raise SampleError(where, "empty", "no frames")
+            if window is not None and info.sample_rate == sample_rate and not info.may_exceed_full_scale:
+                offset = pick_offset(info.frames) if pick_offset else 0
+                f.seek(offset)
+                data, gain, total = f.read(window, dtype="float32", always_2d=True), 1.0, info.frames
+            else:
+                data = f.read(dtype="float32", always_2d=True)
+                offset, gain, total = None, 1.0, 0
+    except SampleError:
+        raise
     except Exception as e:  # libsndfile raises several types for garbage bytes
         raise SampleError(where, "unreadable", str(e).splitlines()[0] if str(e) else type(e).__name__) from e
     if data.shape[0] == 0:
         raise SampleError(where, "empty", "no frames")
     if not np.isfinite(data).all():
         raise SampleError(where, "non_finite", "NaN or Inf samples")
-    gain = full_scale_gain(float(np.abs(data).max()))
-    if sr != sample_rate:
-        data = soxr.resample(data, sr, sample_rate, quality="HQ")
+    if offset is None:  # whole file: gain from its peak, resample, then the window
+        gain = full_scale_gain(float(np.abs(data).max()))
+        if info.sample_rate != sample_rate:
+            data = soxr.resample(data, info.sample_rate, sample_rate, quality="HQ")
+        total = data.shape[0]
+        offset = pick_offset(total) if pick_offset else 0
+        data = data[offset: None if window is None else offset + window]
     data = convert_channels(np.ascontiguousarray(data, dtype=np.float32), channels, multichannel)
-    return torch.from_numpy(np.ascontiguousarray(data.T)), gain
+    return torch.from_numpy(np.ascontiguousarray(data.T)), offset, total, gain
 
 
 def decode_latents(sample: dict[str, Any], where: str) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from musicdiff.models.packed_gemm import packed_linears
+from musicdiff.models.inference import fast_inference
 from musicdiff.sampling.guidance import pad_tokens
 from musicdiff.sampling.inpaint import InpaintDenoiser, InpaintRequest, latent_keep_mask, paste_known
 from musicdiff.sampling.noise import random_seed
@@ -87,7 +87,8 @@ class Generator:
             float32). Several times faster on GPUs and on CPUs with bf16 matrix units (AMX), at
             bf16-level error (~1e-2 relative per denoiser call).
         packed_gemm: In float32 on CPU, the DiT's linear layers use MKL packed-weight GEMMs during
-            sampling (:mod:`musicdiff.models.packed_gemm`; ~1.1x, outputs within ~1e-5).
+            sampling (:mod:`musicdiff.models.inference.packed_gemm`; ~1.1x, outputs within ~1e-5). The other
+            inference fast paths (:func:`musicdiff.models.inference.fast_inference`) always apply.
         objective: What the DiT predicts (``v``, ``rectified_flow`` or ``rf_denoiser``; the
             ``diffusion`` group it was trained with, :func:`musicdiff.diffusion.objective_of`).
     """
@@ -159,16 +160,18 @@ class Generator:
         audio = F.pad(audio, (0, self.window_samples - audio.shape[-1]))
         encode = self.autoencoder.encode
         kwargs = {"sample": False} if "sample" in inspect.signature(encode).parameters else {}
-        latents = encode(audio, **kwargs)
+        with fast_inference(self.autoencoder, packed_gemm=False):
+            latents = encode(audio, **kwargs)
         latents = latents[..., : self.window_latents]
         return F.pad(latents, (0, self.window_latents - latents.shape[-1]))
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Decodes one item ``[1, D, L]`` (chunked when longer than ``decode_chunk_latents``)."""
         chunk = self.decode_chunk_latents
-        if chunk is not None and latents.shape[-1] > chunk:
-            return self.autoencoder.decode_chunked(latents, chunk_size=chunk, overlap=self.decode_overlap_latents)
-        return self.autoencoder.decode(latents)
+        with fast_inference(self.autoencoder, packed_gemm=False):
+            if chunk is not None and latents.shape[-1] > chunk:
+                return self.autoencoder.decode_chunked(latents, chunk_size=chunk, overlap=self.decode_overlap_latents)
+            return self.autoencoder.decode(latents)
 
     def _conditions(
         self, prompts: list[str], durations: list[float], negative_prompts: list[str | None] | None
@@ -304,7 +307,7 @@ class Generator:
             pinned = denoiser = InpaintDenoiser(denoiser, known, keep, known_noise, flow=flow)
 
         packed = self.packed_gemm and self.precision == "fp32" and self.device.type == "cpu"
-        with packed_linears(self.dit, enabled=packed):
+        with fast_inference(self.dit, packed_gemm=packed):
             latents = self.sampler.run(
                 denoiser, x, extra_args={"cond": cond, "uncond": uncond}, callback=callback,
                 disable=disable_progress, sigmas=sigmas, seed=seeds,

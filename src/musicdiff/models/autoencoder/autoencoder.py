@@ -2,28 +2,17 @@
 
 ``encode`` pads the audio on the right to a multiple of ``downsampling_ratio``, so
 ``L = ceil(T / downsampling_ratio)``; ``decode`` returns ``L · downsampling_ratio`` samples.
-
-Without autograd (``torch.no_grad`` / ``inference_mode``) the weight-normalised convolution
-weights ``g · v / ||v||`` are computed once per call (``torch.nn.utils.parametrize.cached``)
-instead of once per convolution call, and once for all windows of a chunked encode/decode.
+The inference fast paths (``musicdiff.models.inference.fast_inference``) are applied from outside.
 """
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 
 from musicdiff.models.autoencoder.bottleneck import VAEBottleneck
 from musicdiff.models.autoencoder.chunking import decode_chunked, encode_chunked
-
-
-def _cached_weights() -> contextlib.AbstractContextManager:
-    """Cache parametrised (weight-norm) weights for the duration of an inference call."""
-    return contextlib.nullcontext() if torch.is_grad_enabled() else parametrize.cached()
 
 
 class AudioAutoencoder(nn.Module):
@@ -86,8 +75,7 @@ class AudioAutoencoder(nn.Module):
 
     def encode_with_info(self, audio: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, dict]:
         """Encode ``audio [B, C, T]`` → ``(latents [B, D, L], {"kl", "mean", "scale", "std"})``."""
-        with _cached_weights():
-            h = self.encoder(self._prepare(audio))
+        h = self.encoder(self._prepare(audio))
         return self._bottleneck(h, sample)
 
     def encode(self, audio: torch.Tensor, sample: bool = True) -> torch.Tensor:
@@ -100,8 +88,7 @@ class AudioAutoencoder(nn.Module):
             raise ValueError(f"expected latents [B, {self.latent_dim}, L], got {tuple(latents.shape)}")
         if self.bottleneck is not None:
             latents = self.bottleneck.decode(latents)
-        with _cached_weights():
-            return self.decoder(latents)
+        return self.decoder(latents)
 
     def forward(self, audio: torch.Tensor, sample: bool = True) -> torch.Tensor:
         """Reconstruct ``audio``, trimmed to its input length."""
@@ -114,9 +101,8 @@ class AudioAutoencoder(nn.Module):
         The encoder runs per window; the bottleneck is applied once to the assembled sequence.
         ``sample`` defaults to False (posterior mean), the usual choice for pre-encoding datasets.
         """
-        with _cached_weights():
-            h = encode_chunked(self.encoder, self._prepare(audio), self.downsampling_ratio, chunk_size, overlap,
-                               out_device)
+        h = encode_chunked(self.encoder, self._prepare(audio), self.downsampling_ratio, chunk_size, overlap,
+                           out_device)
         return self._bottleneck(h, sample)[0]
 
     def decode_chunked(self, latents: torch.Tensor, chunk_size: int = 128, overlap: int = 32,
@@ -124,5 +110,4 @@ class AudioAutoencoder(nn.Module):
         """Decode long latents in overlapping windows with cropped receptive fields (see ``chunking.py``)."""
         if latents.dim() != 3 or latents.shape[1] != self.latent_dim:
             raise ValueError(f"expected latents [B, {self.latent_dim}, L], got {tuple(latents.shape)}")
-        with _cached_weights():
-            return decode_chunked(self.decode, latents, self.downsampling_ratio, chunk_size, overlap, out_device)
+        return decode_chunked(self.decode, latents, self.downsampling_ratio, chunk_size, overlap, out_device)

@@ -22,31 +22,24 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 from torch.utils.checkpoint import checkpoint
 
-from musicdiff.models.autoencoder.layout import LayoutConv1d, NearestUpsample1d
-from musicdiff.models.autoencoder.polyphase import PolyphaseConvTranspose1d
 from musicdiff.models.autoencoder.snake import SnakeBeta
-from musicdiff.models.fast_paths import residual_add
 
 DILATIONS = (1, 3, 9)  # residual-unit dilations of every block (SA2 / DAC)
 
 
 def wn_conv1d(*args, **kwargs) -> nn.Module:
-    """A weight-normalised ``nn.Conv1d`` (that also runs NWC-layout inputs, see ``layout.py``)."""
-    return weight_norm(LayoutConv1d(*args, **kwargs))
+    """A weight-normalised ``nn.Conv1d``."""
+    return weight_norm(nn.Conv1d(*args, **kwargs))
 
 
 def wn_conv_transpose1d(*args, **kwargs) -> nn.Module:
-    """A weight-normalised ``nn.ConvTranspose1d`` (in polyphase form for long inputs at inference)."""
-    return weight_norm(PolyphaseConvTranspose1d(*args, **kwargs))
+    """A weight-normalised ``nn.ConvTranspose1d``."""
+    return weight_norm(nn.ConvTranspose1d(*args, **kwargs))
 
 
-def activation(channels: int, use_snake: bool, inplace: bool = False) -> nn.Module:
-    """SnakeBeta (SA2) or ELU (the original Oobleck default).
-
-    ``inplace`` (SnakeBeta, inference only) is for inputs produced inside the same block, which
-    nothing else reads: the activation then overwrites them instead of allocating its output.
-    """
-    return SnakeBeta(channels, inplace=inplace) if use_snake else nn.ELU()
+def activation(channels: int, use_snake: bool) -> nn.Module:
+    """SnakeBeta (SA2) or ELU (the original Oobleck default)."""
+    return SnakeBeta(channels) if use_snake else nn.ELU()
 
 
 class ResidualUnit(nn.Module):
@@ -67,18 +60,14 @@ class ResidualUnit(nn.Module):
         self.layers = nn.Sequential(
             activation(channels, use_snake),
             wn_conv1d(channels, channels, kernel_size=7, dilation=dilation, padding=padding),
-            activation(channels, use_snake, inplace=True),  # acts on the conv output above
+            activation(channels, use_snake),
             wn_conv1d(channels, channels, kernel_size=1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.checkpointing and self.training and torch.is_grad_enabled():
             return x + checkpoint(self.layers, x, use_reentrant=False)
-        if x.ndim == 4:  # NWC inference (layout.py): the pointwise conv writes into h, dead by then
-            act, conv, act2, pointwise = self.layers
-            h = act(x)
-            return residual_add(x, pointwise(act2(conv(h)), out=h))  # (a module call: ZeRO-3 hooks run)
-        return residual_add(x, self.layers(x))
+        return x + self.layers(x)
 
 
 class EncoderBlock(nn.Module):
@@ -98,14 +87,10 @@ class EncoderBlock(nn.Module):
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
         self.layers = nn.Sequential(
             *[ResidualUnit(in_channels, d, use_snake, checkpointing) for d in DILATIONS],
-            activation(in_channels, use_snake, inplace=True),  # acts on the residual unit's output
+            activation(in_channels, use_snake),
             wn_conv1d(in_channels, out_channels, kernel_size=2 * stride, stride=stride,
                       padding=math.ceil(stride / 2)),
         )
-
-    def nwc_geometry(self, frames: int) -> tuple[int, int]:
-        """Channels and frames of the residual units (NWC layout choice, see ``layout.py``)."""
-        return self.in_channels, frames
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -113,8 +98,6 @@ class EncoderBlock(nn.Module):
 
 class DecoderBlock(nn.Module):
     """Activation, transposed conv (kernel ``2·stride``), three residual units (dilations 1/3/9).
-
-    Without autograd the first activation runs in place, i.e. the block consumes its input.
 
     Args:
         in_channels: channels of the input.
@@ -132,22 +115,16 @@ class DecoderBlock(nn.Module):
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
         if use_nearest_upsample:
             upsample: nn.Module = nn.Sequential(
-                NearestUpsample1d(stride),
+                nn.Upsample(scale_factor=stride, mode="nearest"),
                 wn_conv1d(in_channels, out_channels, kernel_size=2 * stride, stride=1, bias=False, padding="same"))
         else:
             upsample = wn_conv_transpose1d(in_channels, out_channels, kernel_size=2 * stride, stride=stride,
                                            padding=math.ceil(stride / 2))
         self.layers = nn.Sequential(
-            # Inference overwrites the block input: inside OobleckDecoder it is always a fresh
-            # intermediate (the first conv's or the previous block's output).
-            activation(in_channels, use_snake, inplace=True),
+            activation(in_channels, use_snake),
             upsample,
             *[ResidualUnit(out_channels, d, use_snake, checkpointing) for d in DILATIONS],
         )
-
-    def nwc_geometry(self, frames: int) -> tuple[int, int]:
-        """Channels and frames of the residual units (NWC layout choice, see ``layout.py``)."""
-        return self.out_channels, frames * self.stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from musicdiff.models.autoencoder.blocks import DecoderBlock, EncoderBlock, activation, wn_conv1d
-from musicdiff.models.autoencoder.layout import run_layers
 
 
 def _check(channels: int, c_mults: Sequence[int], strides: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -53,13 +52,13 @@ class OobleckEncoder(nn.Module):
         layers: list[nn.Module] = [wn_conv1d(in_channels, widths[0], kernel_size=7, padding=3)]
         for i, stride in enumerate(strides):
             layers.append(EncoderBlock(widths[i], widths[i + 1], stride, use_snake, checkpointing))
-        layers += [activation(widths[-1], use_snake, inplace=True),  # on the last block's output
+        layers += [activation(widths[-1], use_snake),
                    wn_conv1d(widths[-1], latent_dim, kernel_size=3, padding=1)]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encode ``x [B, C, T]`` (T a multiple of ``downsampling_ratio``)."""
-        return run_layers(self.layers, x)
+        return self.layers(x)
 
 
 class OobleckDecoder(nn.Module):
@@ -94,7 +93,7 @@ class OobleckDecoder(nn.Module):
             layers.append(DecoderBlock(widths[i], widths[i - 1], strides[i - 1], use_snake, checkpointing,
                                        use_nearest_upsample))
         layers += [
-            activation(widths[0], use_snake, inplace=True),  # on the last block's output
+            activation(widths[0], use_snake),
             wn_conv1d(widths[0], out_channels, kernel_size=7, padding=3, bias=False),
             nn.Tanh() if final_tanh else nn.Identity(),
         ]
@@ -102,4 +101,4 @@ class OobleckDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Decode ``z [B, latent_dim, L]`` to ``[B, out_channels, L · upsampling_ratio]``."""
-        return run_layers(self.layers, z)
+        return self.layers(z)

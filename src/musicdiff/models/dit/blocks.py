@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicdiff.models.dit.attention import Attention
-from musicdiff.models.fast_paths import eager_inference, residual_add
 
 
 class LayerNorm(nn.Module):
@@ -39,8 +38,6 @@ class GLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, gate = self.proj(x).chunk(2, dim=-1)
-        if eager_inference():  # the same product, written into the SiLU buffer
-            return F.silu(gate).mul_(x)
         return x * F.silu(gate)
 
 
@@ -101,23 +98,9 @@ class TransformerBlock(nn.Module):
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
         rotary_freqs: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
-        context_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``[B, N, dim] -> [B, N, dim]``; ``context``/``context_mask`` as in :class:`Attention`.
-
-        ``context_rows`` (inference only) lists the batch rows whose context is not all zero; the
-        others get no cross-attention update, which is exact: zero tokens give zero keys and values
-        (no biases), hence a zero attention output and a zero branch. Classifier-free guidance's
-        unconditional half is such a batch (stable-audio-tools zeroes its tokens).
-        """
-        x = residual_add(x, self.self_attn(self.pre_norm(x), rotary_freqs=rotary_freqs))
+        """``[B, N, dim] -> [B, N, dim]``; ``context``/``context_mask`` as in :class:`Attention`."""
+        x = x + self.self_attn(self.pre_norm(x), rotary_freqs=rotary_freqs)
         if self.cross_attend and context is not None:
-            if context_rows is None:
-                x = residual_add(x, self.cross_attn(self.cross_attend_norm(x), context, context_mask))
-            elif context_rows.numel():
-                mask = None if context_mask is None else context_mask.index_select(0, context_rows)
-                branch = self.cross_attn(self.cross_attend_norm(x.index_select(0, context_rows)),
-                                         context.index_select(0, context_rows), mask)
-                dtype = torch.promote_types(x.dtype, branch.dtype)  # as x + branch
-                x = x.to(dtype).index_add(0, context_rows, branch.to(dtype))
-        return residual_add(x, self.ff(self.ff_norm(x)))
+            x = x + self.cross_attn(self.cross_attend_norm(x), context, context_mask)
+        return x + self.ff(self.ff_norm(x))

@@ -25,7 +25,6 @@ from torch.utils.checkpoint import checkpoint
 
 from musicdiff.models.dit.blocks import TransformerBlock
 from musicdiff.models.dit.rotary import RotaryEmbedding, rotary_cos_sin
-from musicdiff.models.fast_paths import eager_inference
 
 
 class FourierFeatures(nn.Module):
@@ -86,12 +85,8 @@ class ContinuousTransformer(nn.Module):
         prepend_embeds: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
-        context_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``[B, N, dim_in] -> [B, P + N, dim_out]`` where ``P`` prepended tokens come first.
-
-        ``context_rows``: see :meth:`TransformerBlock.forward` (inference only).
-        """
+        """``[B, N, dim_in] -> [B, P + N, dim_out]`` where ``P`` prepended tokens come first."""
         x = self.project_in(x)
         if prepend_embeds is not None:
             x = torch.cat([prepend_embeds.to(x.dtype), x], dim=1)
@@ -100,7 +95,7 @@ class ContinuousTransformer(nn.Module):
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(layer, x, context, context_mask, freqs, use_reentrant=False)
             else:
-                x = layer(x, context, context_mask, freqs, context_rows)
+                x = layer(x, context, context_mask, freqs)
         return self.project_out(x)
 
 
@@ -247,21 +242,12 @@ class DiffusionTransformer(nn.Module):
             if self.use_cross_attn_mask and cross_attn_mask is not None:
                 context_mask = cross_attn_mask.to(device=x.device, dtype=torch.bool)
 
-        context_rows = None
-        if context is not None and eager_inference():
-            # Rows with all-zero tokens (CFG's unconditional half) get an exactly zero cross-attention
-            # branch: project_cond_tokens and the attention projections have no biases.
-            active = cross_attn_cond.flatten(1).ne(0).any(dim=1)
-            if not bool(active.all()):
-                context_rows = active.nonzero().flatten()
-
         x = self.preprocess_conv(x) + x
         out = self.transformer(
             x.transpose(1, 2),
             prepend_embeds=global_embed[:, None, :],
             context=context,
             context_mask=context_mask,
-            context_rows=context_rows,
         )
         out = out[:, 1:, :].transpose(1, 2)
         return self.postprocess_conv(out) + out

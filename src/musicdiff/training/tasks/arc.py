@@ -69,6 +69,8 @@ class ARCTask(DiffusionTask):
         discriminator_weight: weight of the discriminator's relativistic loss.
         contrastive_weight: weight of the contrastive prompt loss (0 disables it).
         lr_schedule: partial lr scheduler of both optimisers, or None.
+        autoencoder: the frozen autoencoder (from ``init_from``; decodes demos, encodes audio batches).
+        cfg_dropout_prob: condition dropout of the generator's input (SAT's ARC default 0: no CFG).
         **kwargs: :class:`DiffusionTask` arguments (autoencoder, EMA, demos, sampler, freeze ...).
     """
 
@@ -88,6 +90,7 @@ class ARCTask(DiffusionTask):
         discriminator_weight: float = 1.0,
         contrastive_weight: float = 1.0,
         lr_schedule: Callable[..., Any] | None = None,
+        autoencoder: nn.Module | None = None,
         cfg_dropout_prob: float = 0.0,
         **kwargs: Any,
     ) -> None:
@@ -95,7 +98,7 @@ class ARCTask(DiffusionTask):
             raise ValueError("ARC post-training trains the whole generator; set adapter=none")
         kwargs.pop("adapter", None)
         kwargs.pop("adapter_ab_every", None)
-        super().__init__(dit, conditioner, diffusion, optimizer, lr_schedule=lr_schedule,
+        super().__init__(dit, conditioner, diffusion, optimizer, lr_schedule=lr_schedule, autoencoder=autoencoder,
                          cfg_dropout_prob=cfg_dropout_prob, **kwargs)
         self.discriminator = discriminator(dit)
         self._optimizer_discriminator = optimizer_discriminator

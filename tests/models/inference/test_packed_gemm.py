@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from musicdiff.models.dit import DiffusionTransformer
-from musicdiff.models.packed_gemm import packed_gemm_available, packed_linears
+from musicdiff.models.inference.packed_gemm import packed_gemm_available, packed_linears
 
 pytestmark = pytest.mark.skipif(not packed_gemm_available(), reason="PyTorch built without MKL")
 

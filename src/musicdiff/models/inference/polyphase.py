@@ -5,19 +5,25 @@ decoder block) computes output sample ``m·s + r`` from input frames ``m`` and `
 taps ``r`` and ``r + s`` of its kernel. Its ``s`` output phases are therefore an ordinary
 kernel-2 convolution with ``s·C_out`` output channels (polyphase form), followed by interleaving
 the phases in time. PyTorch's CPU transposed convolution is several times slower than its
-ordinary convolution on long inputs, so without autograd :class:`PolyphaseConvTranspose1d` takes
-this route where the input is long compared with the kernel (there the weight rearrangement, done
-per call, is cheap): the same products, summed in another order (outputs within ~1e-6 relative).
-Autograd, ``torch.compile``, short inputs and other shapes take ``nn.ConvTranspose1d``'s own path.
+ordinary convolution on long inputs, so without autograd the decoder's upsampler takes this route
+(:func:`transposed_conv_forward`) where the input is long compared with the kernel (there the weight
+rearrangement, done per call, is cheap): the same products, summed in another order (outputs
+within ~1e-6 relative).
+Autograd, ``torch.compile``, short inputs and other shapes take ``nn.ConvTranspose1d``'s own path;
+``[B, C, 1, L]`` inputs are the channels-last layout of :mod:`musicdiff.models.inference.layout`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PolyphaseConvTranspose1d", "polyphase_conv_transpose1d", "polyphase_conv_transpose1d_nwc"]
+from musicdiff.models.inference.eager import eager_inference
+
+__all__ = ["polyphase_conv_transpose1d", "polyphase_conv_transpose1d_nwc", "transposed_conv_forward"]
 
 
 def polyphase_conv_transpose1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -45,7 +51,7 @@ def polyphase_conv_transpose1d(x: torch.Tensor, weight: torch.Tensor, bias: torc
 def polyphase_conv_transpose1d_nwc(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                                    stride: int) -> torch.Tensor:
     """:func:`polyphase_conv_transpose1d` for a channels-last ``[B, C_in, 1, L]`` input (see
-    :mod:`musicdiff.models.autoencoder.layout`); returns ``[B, C_out, 1, L·stride]`` channels-last.
+    :mod:`musicdiff.models.inference.layout`); returns ``[B, C_out, 1, L·stride]`` channels-last.
 
     The phase-major channel order ``(r, o)`` makes the interleave two copies of contiguous runs."""
     s, h = stride, stride // 2
@@ -63,25 +69,27 @@ def polyphase_conv_transpose1d_nwc(x: torch.Tensor, weight: torch.Tensor, bias: 
     return out.view(b, 1, n * s, c_out).permute(0, 3, 1, 2)
 
 
-class PolyphaseConvTranspose1d(nn.ConvTranspose1d):
-    """``nn.ConvTranspose1d`` (same parameters and state dict) that runs in polyphase form without
-    autograd when the layer is an Oobleck upsampler and the input is long (see module docstring)."""
+def _polyphase_applies(conv: nn.ConvTranspose1d, x: torch.Tensor) -> bool:
+    s = conv.stride[0]
+    return (eager_inference() and x.ndim in (3, 4) and conv.groups == 1 and conv.dilation == (1,)
+            and conv.output_padding == (0,) and conv.padding_mode == "zeros" and s % 2 == 0
+            and conv.kernel_size == (2 * s,) and conv.padding == (s // 2,)
+            and x.shape[-1] >= conv.out_channels * conv.kernel_size[0])
 
-    def _polyphase_applies(self, x: torch.Tensor) -> bool:
-        s = self.stride[0]
-        return (not torch.is_grad_enabled() and not torch.compiler.is_compiling() and x.ndim in (3, 4)
-                and self.groups == 1 and self.dilation == (1,) and self.output_padding == (0,)
-                and self.padding_mode == "zeros" and s % 2 == 0 and self.kernel_size == (2 * s,)
-                and self.padding == (s // 2,) and x.shape[-1] >= self.out_channels * self.kernel_size[0])
 
-    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        if output_size is None and self._polyphase_applies(x):
+def transposed_conv_forward(conv: nn.ConvTranspose1d) -> Callable[..., torch.Tensor]:
+    """Replacement ``forward`` of ``conv``: polyphase form where it applies, and channels-last inputs."""
+
+    def forward(x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if output_size is None and _polyphase_applies(conv, x):
             poly = polyphase_conv_transpose1d_nwc if x.ndim == 4 else polyphase_conv_transpose1d
-            return poly(x, self.weight, self.bias, self.stride[0])
-        if x.ndim == 4:  # NWC layout (musicdiff.models.autoencoder.layout), as the equivalent 2-D op
-            if output_size is not None or self.padding_mode != "zeros":
+            return poly(x, conv.weight, conv.bias, conv.stride[0])
+        if x.ndim == 4:  # channels-last layout, as the equivalent 2-D op
+            if output_size is not None or conv.padding_mode != "zeros":
                 raise ValueError("the NWC layout supports zero padding and no output_size only")
-            return F.conv_transpose2d(x, self.weight.unsqueeze(2), self.bias, stride=(1, self.stride[0]),
-                                      padding=(0, self.padding[0]), output_padding=(0, self.output_padding[0]),
-                                      groups=self.groups, dilation=(1, self.dilation[0]))
-        return super().forward(x, output_size)
+            return F.conv_transpose2d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]),
+                                      padding=(0, conv.padding[0]), output_padding=(0, conv.output_padding[0]),
+                                      groups=conv.groups, dilation=(1, conv.dilation[0]))
+        return nn.ConvTranspose1d.forward(conv, x, output_size)
+
+    return forward

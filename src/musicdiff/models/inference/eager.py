@@ -1,4 +1,4 @@
-"""Exact inference fast paths shared by the autoencoder and the DiT.
+"""When the inference fast paths may act, and the in-place residual sum they share.
 
 Without autograd and outside ``torch.compile`` (which fuses these ops itself), a sum can be written
 into a freshly computed branch output instead of a new buffer: the same values, one full-size
