@@ -25,7 +25,7 @@ echo "== 4/5 generate"
 musicdiff-generate checkpoint="$OUT/dit/export" prompts_file=experiments/demo/prompts.txt sampler=dpmpp_2m \
     sampler.steps=25 sampler.cfg_scale=6 duration=1.0 spectrograms=true hydra.run.dir="$OUT/generate"
 echo "== 5/5 evaluate the generations against the training audio"
-musicdiff-evaluate generated_dir="$OUT/generate/audio" reference_dir="$(ls -d outputs/data/synthetic/*square-saw_C4-E4-G4-B4*/ | head -n 1)" \
+musicdiff-evaluate metrics=musicnn generated_dir="$OUT/generate/audio" reference_dir="$(ls -d outputs/data/synthetic/*square-saw_C4-E4-G4-B4*/ | head -n 1)" \
     hydra.run.dir="$OUT/evaluate"
 echo
 echo "Done. Audio: $OUT/generate/audio   Metrics: $OUT/evaluate/metrics.json"

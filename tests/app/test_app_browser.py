@@ -154,14 +154,31 @@ def _open(d, url: str) -> None:
     wait_for(lambda: d.find_element(By.CSS_SELECTOR, "#generate-prompt textarea"), 60, "the page")
 
 
+def _retry(fn, what: str):
+    """Run a DOM action until it stops hitting elements Gradio re-rendered meanwhile (stale references)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def attempt():
+        try:
+            fn()
+            return True
+        except StaleElementReferenceException:
+            return False
+
+    wait_for(attempt, 20, what)
+
+
 def _type(d, css: str, text: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    el = d.find_element(By.CSS_SELECTOR, css)
-    el.send_keys(Keys.CONTROL, "a")
-    el.send_keys(Keys.DELETE)
-    el.send_keys(text)
+    def act():
+        el = d.find_element(By.CSS_SELECTOR, css)
+        el.send_keys(Keys.CONTROL, "a")
+        el.send_keys(Keys.DELETE)
+        el.send_keys(text)
+
+    _retry(act, f"typing into {css}")
 
 
 def _fill(d, tab: str, prompt: str, duration: str, steps: str) -> None:
@@ -173,15 +190,19 @@ def _fill(d, tab: str, prompt: str, duration: str, steps: str) -> None:
 def _click(d, elem_id: str) -> None:
     from selenium.webdriver.common.by import By
 
-    el = d.find_element(By.ID, elem_id)
-    d.execute_script("arguments[0].scrollIntoView({block: 'center'});", el)
-    el.click()
+    def act():
+        el = d.find_element(By.ID, elem_id)
+        d.execute_script("arguments[0].scrollIntoView({block: 'center'});", el)
+        el.click()
+
+    _retry(act, f"clicking #{elem_id}")
 
 
 def _tab(d, label: str) -> None:
     from selenium.webdriver.common.by import By
 
-    d.find_element(By.XPATH, f"//button[@role='tab' and contains(., '{label}')]").click()
+    _retry(lambda: d.find_element(By.XPATH, f"//button[@role='tab' and contains(., '{label}')]").click(),
+           f"the {label} tab")
 
 
 _PLAYER_DURATION = """
@@ -197,6 +218,10 @@ def _status_text(d) -> str:
                             ".map(e => e.textContent.trim()).filter(t => t).join(' | ')")
 
 
+def _text(d, css: str) -> str:
+    return d.execute_script("const e = document.querySelector(arguments[0]); return e ? e.innerText : ''", css)
+
+
 def _toasts(d) -> str:
     return d.execute_script("return [...document.querySelectorAll('[data-testid=toast-body]')]"
                             ".map(e => e.textContent.trim()).join(' | ')")
@@ -206,12 +231,15 @@ def _pick(d, elem_id: str, label: str) -> None:
     """Choose ``label`` in a Gradio dropdown."""
     from selenium.webdriver.common.by import By
 
-    box = d.find_element(By.CSS_SELECTOR, f"#{elem_id} input")
-    d.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
-    box.click()
-    option = wait_for(lambda: [o for o in d.find_elements(By.CSS_SELECTOR, "ul[role=listbox] li[role=option]")
-                               if label in o.text][0], 20, f"option {label!r} in #{elem_id}")
-    option.click()
+    def act():
+        if not d.find_elements(By.CSS_SELECTOR, "ul[role=listbox] li[role=option]"):
+            box = d.find_element(By.CSS_SELECTOR, f"#{elem_id} input")
+            d.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
+            box.click()
+        [o for o in d.find_elements(By.CSS_SELECTOR, "ul[role=listbox] li[role=option]") if label in o.text][0].click()
+        return True
+
+    wait_for(act, 20, f"option {label!r} in #{elem_id}")
 
 
 # ------------------------------------------------------------------------------------ tests
@@ -236,12 +264,11 @@ def test_generate_shows_spectrogram_and_player_with_duration_and_queues(app, bro
 
     duration = wait_for(lambda: d.execute_script(_PLAYER_DURATION, "#generate-audio-0"), JOB_S, "the clip's player")
     assert duration == pytest.approx(0.5, abs=0.01)
-    img = d.find_element(By.CSS_SELECTOR, "#generate-spectrogram-0 img")
-    assert wait_for(lambda: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img),
-                    30, "the spectrogram image") > 100
-    assert "seeds" in d.find_element(By.ID, "generate-status").text
+    assert wait_for(lambda: d.execute_script("const i = document.querySelector('#generate-spectrogram-0 img');"
+                                             "return i && i.complete && i.naturalWidth"), 30, "the spectrogram") > 100
+    assert "seeds" in _text(d, "#generate-status")
     # the download carries the CLI's metadata
-    href = d.find_element(By.CSS_SELECTOR, "#generate-audio-0 a[download]").get_attribute("href")
+    href = d.execute_script("return document.querySelector('#generate-audio-0 a[download]').href")
     dest = app["root"] / "download.wav"
     with urllib.request.urlopen(href, timeout=30) as r:
         dest.write_bytes(r.read())
@@ -272,7 +299,7 @@ def test_impossible_duration_and_bad_upload_show_errors_and_app_keeps_running(ap
     _tab(d, "Audio to audio")
     from selenium.webdriver.common.by import By
 
-    d.find_element(By.CSS_SELECTOR, "#a2a-upload input[type=file]").send_keys(str(bad))
+    _retry(lambda: d.find_element(By.CSS_SELECTOR, "#a2a-upload input[type=file]").send_keys(str(bad)), "the upload")
     _fill(d, "a2a", "square playing E4", "0.5", "4")
     time.sleep(1.0)  # let the upload finish
     _click(d, "a2a-run")
@@ -291,15 +318,15 @@ def test_gallery_lists_runs_plays_audio_and_records_blind_votes(app, browser):
     d = browser
     _open(d, app["url"])
     _tab(d, "Gallery")
-    wait_for(lambda: all(n in d.find_element(By.ID, "gallery-runs").text for n in RUN_NAMES), 30,
-             f"both runs in the gallery table (status: {d.find_element(By.ID, 'gallery-status').text!r})")
+    wait_for(lambda: all(n in _text(d, "#gallery-runs") for n in RUN_NAMES), 30,
+             f"both runs in the gallery table (status: {_text(d, '#gallery-status')!r})")
     _pick(d, "gallery-run-a", RUN_NAMES[0])
     _pick(d, "gallery-run-b", RUN_NAMES[1])
     duration = wait_for(lambda: d.execute_script(_PLAYER_DURATION, "#gallery-audio-a"), 60, "run A's clip")
     assert duration == pytest.approx(GALLERY_SECONDS, abs=0.01)
     assert wait_for(lambda: d.execute_script(_PLAYER_DURATION, "#gallery-audio-b"), 60, "run B's clip")
-    info = wait_for(lambda: "sampler.cfg_scale" in d.find_element(By.ID, "gallery-info-b").text
-                    and d.find_element(By.ID, "gallery-info-b").text, 30, "run B's metrics and params")
+    info = wait_for(lambda: "sampler.cfg_scale" in _text(d, "#gallery-info-b") and _text(d, "#gallery-info-b"), 30,
+                    "run B's metrics and params")
     assert "fd_mel" in info and "2.5" in info  # its metric, and the param that differs from run A
 
     _tab(d, "Blind A/B test")
@@ -309,13 +336,13 @@ def test_gallery_lists_runs_plays_audio_and_records_blind_votes(app, browser):
     _click(d, "ab-new")
     wait_for(lambda: d.execute_script(_PLAYER_DURATION, "#ab-clip-1") and
              d.execute_script(_PLAYER_DURATION, "#ab-clip-2"), 60, "both blind clips")
-    assert RUN_NAMES[0] not in d.find_element(By.ID, "ab-result").text  # blind until the vote
-    served = " ".join(a.get_attribute("href") + a.get_attribute("download") for a in
-                      d.find_elements(By.CSS_SELECTOR, "#ab-clip-1 a[download], #ab-clip-2 a[download]"))
+    assert RUN_NAMES[0] not in _text(d, "#ab-result")  # blind until the vote
+    served = d.execute_script("return [...document.querySelectorAll('#ab-clip-1 a[download], #ab-clip-2 a[download]')]"
+                              ".map(a => a.href + ' ' + a.download).join(' ')")
     assert served and not any(run_id in served for run_id in app["runs"].values())
     _click(d, "ab-vote-1")
-    result = wait_for(lambda: "Recorded" in d.find_element(By.ID, "ab-result").text
-                      and d.find_element(By.ID, "ab-result").text, 30, "the vote's confirmation")
+    result = wait_for(lambda: "Recorded" in _text(d, "#ab-result") and _text(d, "#ab-result"), 30,
+                      "the vote's confirmation")
     votes = [json.loads(line) for line in (app["outputs"] / "app" / "listening_test.jsonl").open()]
     assert len(votes) == 1 and votes[0]["listener"] == "tester" and votes[0]["choice"] == "1"
     assert votes[0]["preferred_run"] == votes[0]["clip_1"]["run_id"]

@@ -33,9 +33,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from musicdiff.evaluation.reconstruction import ReconstructionMetrics
+from musicdiff.training.ema import build_ema, update_ema
 from musicdiff.losses.discriminator import EncodecDiscriminator
 from musicdiff.losses.stft import MultiResolutionSTFTLoss, sum_and_difference
 from musicdiff.models.autoencoder import AudioAutoencoder
@@ -114,10 +114,8 @@ class AutoencoderTask(nn.Module):
         self.kl_weight, self.adversarial_warmup_steps = kl_weight, int(adversarial_warmup_steps)
         if ema_beta is not None and not 0.0 <= ema_beta < 1.0:
             raise ValueError(f"ema_beta must be in [0, 1) or null, got {ema_beta}")
-        self.ema = (AveragedModel(autoencoder, multi_avg_fn=get_ema_multi_avg_fn(ema_beta))
-                    if ema_beta is not None else None)
-        if self.ema is not None:
-            self.ema.requires_grad_(False)
+        # weights only (use_buffers=False): the VAE's buffers are not averaged
+        self.ema = build_ema(autoencoder, ema_beta, use_buffers=False) if ema_beta is not None else None
         self.demo_seconds = demo_seconds
         self._demo_audio: torch.Tensor | None = None
         if lr_warmup_steps < 0 or adversarial_ramp_steps < 0:
@@ -250,9 +248,9 @@ class AutoencoderTask(nn.Module):
 
     # ------------------------------------------------------------------ EMA / export / demo
     def on_step_end(self, step: int) -> None:  # noqa: ARG002
-        """Update the EMA copy of the autoencoder."""
+        """Update the EMA copy of the autoencoder (ZeRO-3 aware, :func:`musicdiff.training.ema.update_ema`)."""
         if self.ema is not None:
-            self.ema.update_parameters(self.autoencoder)
+            update_ema(self.ema, self.autoencoder)
 
     def inference_model(self) -> AudioAutoencoder:
         """The EMA autoencoder once it has been updated, else the raw one."""
