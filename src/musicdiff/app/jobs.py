@@ -35,7 +35,6 @@ from musicdiff.sampling.noise import random_seed
 
 log = logging.getLogger("musicdiff")
 
-MODES = ("text", "audio_to_audio", "inpaint")
 _RANGE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*-\s*(\d+(?:\.\d*)?|\.\d+)\s*$")
 
 
@@ -210,6 +209,8 @@ class Studio:
                        progress: Callable[[int, int], None] | None = None) -> list[Result]:
         """Style transfer (SA2 Sec. 4.6): sample from ``encode(upload)`` noised to ``init_noise_level``."""
         s = self.check(s)
+        if init_noise_level is None:
+            raise RequestError("the init noise level is empty")
         level = float(init_noise_level)
         flow = getattr(self.sampler(s.sampler), "space", "ve") == "flow"
         if not level > 0 or (flow and level > 1):

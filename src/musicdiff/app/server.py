@@ -71,7 +71,13 @@ def serve(cfg: DictConfig, block: bool = True):
         Path(folder).mkdir(parents=True, exist_ok=True)
     log.info("app: model window %.2f s at %d Hz; serving on http://%s:%s", studio.max_duration, studio.sample_rate,
              cfg.server_name, cfg.server_port)
-    demo.launch(server_name=str(cfg.server_name), server_port=int(cfg.server_port), share=bool(cfg.share),
-                inbrowser=False, prevent_thread_lock=not block, show_error=True, ssr_mode=False, mcp_server=False,
-                allowed_paths=[str(Path(cfg.out_dir).resolve()), str(Path(cfg.gallery_cache_dir).resolve())])
+    try:
+        demo.launch(server_name=str(cfg.server_name), server_port=int(cfg.server_port), share=bool(cfg.share),
+                    inbrowser=False, prevent_thread_lock=not block, show_error=True, ssr_mode=False, mcp_server=False,
+                    allowed_paths=[str(Path(cfg.out_dir).resolve()), str(Path(cfg.gallery_cache_dir).resolve())])
+    except OSError as exc:
+        if "port" not in str(exc).lower():
+            raise
+        raise OSError(f"cannot serve on {cfg.server_name}:{cfg.server_port} (in use?): pass server_port=<a free port>"
+                      ) from exc
     return demo

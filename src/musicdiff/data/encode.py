@@ -141,8 +141,11 @@ def encode_dataset(
         if (dataset.sample_rate, dataset.channels) != (sr, channels):
             raise ValueError(f"dataset gives {dataset.sample_rate} Hz x {dataset.channels} ch but the autoencoder "
                              f"expects {sr} Hz x {channels} ch")
-    else:
+    elif isinstance(dataset_or_folder, (str, Path)):
         dataset = AudioFolderDataset(dataset_or_folder, sr, channels, window_seconds=1.0, random_crop=False)
+    else:
+        raise TypeError(f"musicdiff-encode reads audio folders (dataset=audio_dir or synthetic), not a "
+                        f"{type(dataset_or_folder).__name__}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if (out / INDEX_NAME).is_file():

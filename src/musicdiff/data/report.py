@@ -129,13 +129,15 @@ def analyse_file(path: Path, model_sample_rate: int | None = None, model_channel
     if peak == 0.0 or (rep.lufs is not None and rep.lufs < NEAR_SILENT_LUFS):
         rep.warnings.append("near-silent file" + (f" ({rep.lufs:.1f} LUFS)" if rep.lufs is not None else ""))
     elif rep.silence_share > SILENCE_WARN_SHARE:
-        rep.warnings.append(f"mostly silent: {100 * rep.silence_share:.0f}% of 50 ms blocks below {SILENCE_DB:.0f} dBFS")
+        rep.warnings.append(f"mostly silent: {100 * rep.silence_share:.0f}% of 50 ms blocks below "
+                            f"{SILENCE_DB:.0f} dBFS")
     if model_channels == 2 and rep.channels == 1:
         rep.warnings.append("mono file in a stereo model (side channel is zero)")
     elif model_channels is not None and rep.channels > model_channels:
         rep.warnings.append(f"{rep.channels} channels for a {model_channels}-channel model (see dataset.multichannel)")
     if model_sample_rate is not None and sr < model_sample_rate:
-        rep.warnings.append(f"{sr} Hz below the model's {model_sample_rate} Hz (upsampled: no content above {sr // 2} Hz)")
+        rep.warnings.append(f"{sr} Hz below the model's {model_sample_rate} Hz "
+                            f"(upsampled: no content above {sr // 2} Hz)")
     return rep
 
 
@@ -246,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-rate", type=int, default=None, help="the model's sample rate")
     parser.add_argument("--channels", type=int, default=None, help="the model's channel count")
     parser.add_argument("--out", default=None, help="output folder (default: outputs/data_report/<folder name>)")
-    parser.add_argument("--mlflow", action="store_true", help="log the summary and the tables to MLflow (outputs/mlflow.db)")
+    parser.add_argument("--mlflow", action="store_true",
+                        help="log the summary and the tables to MLflow (outputs/mlflow.db)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     report = data_report(args.root, args.manifest, args.sample_rate, args.channels)

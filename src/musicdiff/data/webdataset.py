@@ -61,7 +61,8 @@ class WebDatasetShards(IterableDataset):
         latent_dim: latents: expected latent dim (checked per sample; None = any).
         index: JSON file with per-shard sample counts (else the directory's, else counted at start).
         random_crop: random window offset (else the start of each sample).
-        shuffle_buffer: samples in each worker's shuffle buffer (0: stream order).
+        shuffle_buffer: raw samples each worker's shuffle buffer holds (memory: that many stored samples;
+            0: stream order).
         prompt_builder: prompts from the metadata; ``None`` → SA2 defaults.
         seed: seed of the shard order, shuffle buffers, crops and prompts.
         multichannel: ``first`` or ``downmix`` for audio with more channels than ``channels``.
@@ -74,7 +75,7 @@ class WebDatasetShards(IterableDataset):
     def __init__(self, urls: str | Sequence[str], kind: str, sample_rate: int, channels: int,
                  window_seconds: float, window_multiple: int = 1, downsampling_ratio: int | None = None,
                  latent_dim: int | None = None, index: str | None = None, random_crop: bool = True,
-                 shuffle_buffer: int = 1000, prompt_builder: PromptBuilder | None = None, seed: int = 0,
+                 shuffle_buffer: int = 64, prompt_builder: PromptBuilder | None = None, seed: int = 0,
                  multichannel: str = "first", require_caption: bool = True, skip_silent: bool = True,
                  silence_threshold_db: float = -60.0) -> None:
         super().__init__()

@@ -12,9 +12,12 @@ from musicdiff.evaluation.frechet import FrechetDistance, frechet_distance, gaus
 from musicdiff.evaluation.kl import KLDivergence, PooledKLDivergence, kl_divergence
 from musicdiff.evaluation.longform import LongformMetrics
 from musicdiff.evaluation.musicnn import MusicnnEmbedder
+from musicdiff.evaluation.openl3 import OpenL3Embedder
+from musicdiff.evaluation.passt import PasstClassifier
 
 __all__ = [
     "AudioSet", "CLAPScore", "ClapEmbedder", "Embedder", "FrechetDistance", "KLDivergence", "LongformMetrics",
-    "MelStatsEmbedder", "MetricSuite", "MusicnnEmbedder", "PooledKLDivergence", "RandomConvEmbedder",
+    "MelStatsEmbedder", "MetricSuite", "MusicnnEmbedder", "OpenL3Embedder", "PasstClassifier",
+    "PooledKLDivergence", "RandomConvEmbedder",
     "evaluate_folders", "frechet_distance", "gaussian_stats", "kl_divergence", "read_prompts",
 ]

@@ -90,6 +90,15 @@ def resample(audio: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(out.T)).float()
 
 
+def peak_normalize(audio: torch.Tensor, target_db: float = -1.0) -> torch.Tensor:
+    """Scale ``[C, T]`` audio so its peak over all channels is ``target_db`` dBFS (silence unchanged).
+
+    ``pyloudnorm.normalize.peak``, the loudness step of every stable-audio-metrics metric.
+    """
+    peak = audio.abs().max()
+    return audio if peak <= 0 else audio * (10.0 ** (target_db / 20.0) / peak)
+
+
 def _check_audio(audio: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     if isinstance(audio, torch.Tensor) and audio.dim() == 3:
         audio = list(audio)
@@ -273,20 +282,36 @@ class ClapEmbedder:
     window embeddings are averaged and re-normalised, so long files are embedded
     deterministically. Loading is lazy: constructing the object reads nothing.
 
+    ``long_audio="reference"`` follows stable-audio-metrics' CLAP score instead (SA2 Table 2):
+    the whole mono file goes to the feature extractor, which repeat-pads short audio and, for
+    long audio, takes LAION-CLAP's ``fusion`` input (fused checkpoints: a downsampled global
+    view plus three random 10 s crops) or one random 10 s crop (``rand_trunc``); the crop
+    randomness is seeded per item (``seed + index``), so results are reproducible. With
+    ``peak_db=-1`` and ``quantize_int16=True`` the audio is peak-normalised and passed through
+    int16 as LAION-CLAP's ``int16_to_float32(float32_to_int16(x))`` does.
+
     Args:
         path: directory holding ``ClapModel`` and ``ClapProcessor`` files (``local_files_only``).
         device: torch device for inference.
         batch_size: windows (or texts) per forward pass.
         window_seconds: window length; default the extractor's ``max_length_s``.
         labels: texts for zero-shot :meth:`classify` (softmax over label similarities).
+        long_audio: ``"windows"`` (mean of window embeddings) or ``"reference"`` (see above).
+        peak_db: peak normalisation target in dBFS before embedding (``None``: off).
+        quantize_int16: round the waveform to int16 steps (LAION-CLAP's loading) before embedding.
+        seed: seed of the extractor's random crops in ``"reference"`` mode.
     """
 
     def __init__(self, path: str, device: str = "cpu", batch_size: int = 16, window_seconds: float | None = None,
-                 labels: Sequence[str] | None = None) -> None:
+                 labels: Sequence[str] | None = None, long_audio: str = "windows", peak_db: float | None = None,
+                 quantize_int16: bool = False, seed: int = 0) -> None:
+        if long_audio not in ("windows", "reference"):
+            raise ValueError(f"ClapEmbedder: long_audio must be 'windows' or 'reference', got {long_audio!r}")
         self.path, self.device, self.batch_size = str(path), device, int(batch_size)
         self.window_seconds = window_seconds
         self.labels = list(labels) if labels else None
-        self.cache_key = ("clap", self.path, window_seconds)
+        self.long_audio, self.peak_db, self.quantize_int16, self.seed = long_audio, peak_db, bool(quantize_int16), int(seed)
+        self.cache_key = ("clap", self.path, window_seconds, long_audio, peak_db, self.quantize_int16, self.seed)
 
     def _load(self) -> tuple[Any, Any]:
         return _load_clap(self.path, self.device)
@@ -303,15 +328,17 @@ class ClapEmbedder:
         win = int(round((self.window_seconds or fe.max_length_s) * sr))
         ac = model.config.audio_config  # HTSAT accepts at most spec_size * (spec_size // mels) frames
         win = min(win, (ac.spec_size * (ac.spec_size // ac.num_mel_bins) - 1) * fe.hop_length)
+        trunc = "fusion" if getattr(model.config.audio_config, "enable_fusion", False) else "rand_trunc"
+        mono = [self._mono(a, sample_rate or sr, sr) for a in _check_audio(audio)]
+        if self.long_audio == "reference":
+            return self._embed_whole(model, fe, mono, sr, trunc)
         windows, owner = [], []
-        for i, a in enumerate(_check_audio(audio)):
-            x = resample(a, sample_rate or sr, sr).mean(0).numpy()
+        for i, x in enumerate(mono):
             for start in range(0, max(len(x), 1), win):
                 chunk = x[start:start + win]
                 if start == 0 or len(chunk) >= win // 4:  # drop very short tails
                     windows.append(chunk)
                     owner.append(i)
-        trunc = "fusion" if getattr(model.config.audio_config, "enable_fusion", False) else "rand_trunc"
         embs = []
         for s in range(0, len(windows), self.batch_size):
             feats = fe(windows[s:s + self.batch_size], sampling_rate=sr, return_tensors="pt", truncation=trunc,
@@ -324,6 +351,30 @@ class ClapEmbedder:
         n = int(owner_t.max()) + 1
         summed = torch.zeros(n, emb.shape[1]).index_add_(0, owner_t, emb)
         return F.normalize(summed, dim=-1).numpy().astype(np.float32)
+
+    def _mono(self, audio: torch.Tensor, sample_rate: int, target_sr: int) -> np.ndarray:
+        """Resampled mono mix, optionally peak-normalised and int16-quantised (stable-audio-metrics)."""
+        x = resample(audio, sample_rate, target_sr).mean(0, keepdim=True)
+        if self.peak_db is not None:
+            x = peak_normalize(x, self.peak_db)
+        if self.quantize_int16:
+            x = torch.trunc(x.clamp(-1.0, 1.0) * 32767.0) / 32767.0  # numpy astype(int16) truncates
+        return x[0].numpy()
+
+    def _embed_whole(self, model: Any, fe: Any, mono: list[np.ndarray], sr: int, trunc: str) -> np.ndarray:
+        """One forward per file with the extractor's own long-audio handling (seeded crops)."""
+        embs, state = [], np.random.get_state()
+        try:
+            for i, x in enumerate(mono):
+                np.random.seed((self.seed + i) % 2**32)
+                feats = fe([x], sampling_rate=sr, return_tensors="pt", truncation=trunc, padding="repeatpad")
+                feats = {k: v.to(self.device) for k, v in feats.items()}
+                embs.append(F.normalize(_pooled(model.get_audio_features(**feats)).float(), dim=-1).cpu())
+        finally:
+            np.random.set_state(state)
+        if not embs:
+            return np.zeros((0, model.config.projection_dim), np.float32)
+        return torch.cat(embs).numpy().astype(np.float32)
 
     @torch.no_grad()
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:

@@ -6,6 +6,10 @@ from generated names like ``0042_take1.wav``), and the metric is the mean over p
 
     KL(p_ref || p_gen) = sum_k p_ref[k] (log p_ref[k] - log p_gen[k]).
 
+stable-audio-metrics computes the opposite direction for KL_passt (SA2 Table 2): its
+``F.kl_div((p_ref + 1e-6).log(), p_gen, reduction="sum")`` is ``KL(p_gen || p_ref)``; select it
+with ``direction="gen_ref"`` (conf/metrics/sa2_protocol.yaml does).
+
 The pooled variant compares the mean label distributions of the two sets and needs no pairing
 (e.g. when another system's outputs have no relation to the reference files).
 """
@@ -78,14 +82,20 @@ class KLDivergence:
         bootstrap: resamples of the pairs for a confidence interval (``<name>_ci_low/_ci_high``); 0 = none.
         confidence: two-sided level of the interval.
         seed: seed of the bootstrap resampling.
+        direction: ``"ref_gen"`` for ``KL(p_ref || p_gen)`` or ``"gen_ref"`` for ``KL(p_gen || p_ref)``
+            (stable-audio-metrics' KL_passt).
     """
 
     requires = ("reference",)
 
     def __init__(self, classifier: Any, name: str = "kl", pairing: str = "id", id_pattern: str | None = None,
-                 eps: float = 1e-8, bootstrap: int = 0, confidence: float = 0.95, seed: int = 0) -> None:
+                 eps: float = 1e-8, bootstrap: int = 0, confidence: float = 0.95, seed: int = 0,
+                 direction: str = "ref_gen") -> None:
         if pairing not in ("id", "order"):
             raise ValueError(f"KLDivergence: pairing must be 'id' or 'order', got {pairing!r}")
+        if direction not in ("ref_gen", "gen_ref"):
+            raise ValueError(f"KLDivergence: direction must be 'ref_gen' or 'gen_ref', got {direction!r}")
+        self.direction = direction
         self.classifier, self.name, self.pairing, self.id_pattern, self.eps = classifier, name, pairing, id_pattern, eps
         self.bootstrap, self.confidence, self.seed = int(bootstrap), float(confidence), int(seed)
 
@@ -105,6 +115,8 @@ class KLDivergence:
         if not pairs:
             raise ValueError("KL divergence: no generated item could be paired with a reference item")
         gi, ri = np.array(pairs).T
+        if self.direction == "gen_ref":
+            return kl_divergence(g[gi], r[ri], self.eps)
         return kl_divergence(r[ri], g[gi], self.eps)
 
     def evaluate(self, generated: AudioSet, reference: AudioSet | None = None,
