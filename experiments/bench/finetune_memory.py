@@ -19,6 +19,7 @@ Usage::
     python experiments/bench/finetune_memory.py                       # counts + measured at 8/16/32 frames
     python experiments/bench/finetune_memory.py --contexts 32 --kind dora --rank 16
     python experiments/bench/finetune_memory.py --count-only
+    python experiments/bench/finetune_memory.py --device cuda --contexts 256 1012   # on a GPU: 47 s measured
 """
 
 from __future__ import annotations
@@ -110,12 +111,13 @@ def static_table(p: int, a: int) -> dict[str, dict[str, float]]:
             for k, (w, g, o, e) in rows.items()}
 
 
-def measure(cfg, spec: AdapterSpec, frames: list[int], eight_bit: bool) -> list[tuple[int, float, float]]:
+def measure(cfg, spec: AdapterSpec, frames: list[int], eight_bit: bool,
+            device: str = "cpu") -> list[tuple[int, float, float]]:
     """``(frames, activation peak GiB, step seconds)`` of one LoRA step of the bf16 SA2 DiT per context."""
     torch.manual_seed(0)
     with torch.device("meta"):
         dit = instantiate(cfg.dit, gradient_checkpointing=True)
-    dit = dit.to_empty(device="cpu").to(torch.bfloat16)
+    dit = dit.to_empty(device=device).to(torch.bfloat16)
     with torch.no_grad():
         for p in dit.parameters():
             p.normal_(0.0, 0.02)
@@ -131,12 +133,12 @@ def measure(cfg, spec: AdapterSpec, frames: list[int], eight_bit: bool) -> list[
         opt = torch.optim.AdamW(params, lr=1e-4)
     out = []
     for n in frames:
-        x = torch.randn(1, dit.io_channels, n)
-        cond = torch.randn(1, TOKENS, dit.cond_token_dim)
-        glob = torch.randn(1, dit.global_cond_dim)
+        x = torch.randn(1, dit.io_channels, n, device=device)
+        cond = torch.randn(1, TOKENS, dit.cond_token_dim, device=device)
+        glob = torch.randn(1, dit.global_cond_dim, device=device)
         t0 = time.process_time()
         with LivePeak([*dit.parameters(), *dit.buffers(), x, cond, glob]) as tracker:
-            v = dit(x, torch.rand(1), cond, None, glob)
+            v = dit(x, torch.rand(1, device=device), cond, None, glob)
             v.float().square().mean().backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -164,6 +166,7 @@ def main() -> None:
     ap.add_argument("--contexts", type=int, nargs="+", default=[8, 16, 32], help="measured latent frames")
     ap.add_argument("--eight-bit", action="store_true", help="measure with bitsandbytes' 8-bit AdamW")
     ap.add_argument("--count-only", action="store_true", help="skip the measured step")
+    ap.add_argument("--device", default="cpu", help="device of the measured step (cpu | cuda)")
     ap.add_argument("--target-gib", type=float, default=24.0, help="GPU memory to compare the projection with")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -181,8 +184,8 @@ def main() -> None:
     if args.count_only:
         return
     print(f"\nMeasured LoRA step (bf16 base, fp32 {spec.kind}, gradient checkpointing, batch 1, "
-          f"{'8-bit ' if args.eight_bit else ''}AdamW) on CPU:")
-    measured = measure(cfg, spec, args.contexts, args.eight_bit)
+          f"{'8-bit ' if args.eight_bit else ''}AdamW) on {args.device}:")
+    measured = measure(cfg, spec, args.contexts, args.eight_bit, args.device)
     intercept, slope = fit_line([(n, g) for n, g, _ in measured])
     lora = table["LoRA, bf16 base, 8-bit AdamW, adapter EMA" if args.eight_bit else "LoRA, bf16 base, AdamW, adapter EMA"]
     base = lora["weights"] + lora["ema"]  # the step's tracked peak already holds grads and optimiser states

@@ -205,7 +205,8 @@ def test_bad_samples_are_skipped_counted_and_replaced(tmp_path, caplog):
     with tarfile.open(root / "lat-000.tar") as tar:  # rewrite sample 1 with NaN latents
         members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
     members["000001.latents.npy"] = encode_npy(np.full((4, 10), np.nan, np.float32))
-    samples = [{"__key__": f"{k:06d}", **{ext: members[f"{k:06d}.{ext}"] for ext in ("latents.npy", "mask.npy", "json")}}
+    exts = ("latents.npy", "mask.npy", "json")
+    samples = [{"__key__": f"{k:06d}", **{ext: members[f"{k:06d}.{ext}"] for ext in exts}}
                for k in range(3)]
     write_tar(root / "lat-000.tar", samples)
     ds = _latents(root)
@@ -284,9 +285,25 @@ def test_make_shards_command_line(folder, tmp_path, capsys):
         make_shards_main([f"input={folder}"])
 
 
-def test_encode_refuses_a_streaming_dataset_with_one_line(tmp_path):
-    """musicdiff-encode dataset=webdataset: one clear error, nothing written."""
+def test_encode_from_audio_shards_equals_encode_from_the_folder(folder, tmp_path):
+    """musicdiff-encode dataset=webdataset: audio shards encode to the latents, paths, timing and captions
+    of the folder they came from; latent shards are refused with one line."""
+    make_shards(folder, tmp_path / "shards", shard_size=3, progress=False)
+    ae = StubAutoencoder()
+    shards = WebDatasetShards(str(tmp_path / "shards"), "audio", SR, 2, 1.0, prompt_builder=CAPTIONS)
+    a = encode_dataset(folder, ae, tmp_path / "from_folder", shard_size=4, progress=False)
+    b = encode_dataset(shards, ae, tmp_path / "from_shards", shard_size=4, progress=False)
+    assert a["items"] == b["items"] == 7 and a["normalised"] == b["normalised"] == 1
+    ref = LatentShardDataset(tmp_path / "from_folder", SR, 2, window_seconds=1.0, random_crop=False,
+                             prompt_builder=CAPTIONS)
+    got = LatentShardDataset(tmp_path / "from_shards", SR, 2, window_seconds=1.0, random_crop=False,
+                             prompt_builder=CAPTIONS)
+    want = {Path(it["path"]).name: it for it in (ref[i] for i in range(len(ref)))}
+    for it in (got[i] for i in range(len(got))):
+        w = want[Path(it["path"]).name]
+        assert torch.allclose(it["latents"], w["latents"], atol=1e-6)
+        assert (it["prompt"], it["seconds_total"]) == (w["prompt"], w["seconds_total"])
     root = _latent_shards(tmp_path / "lat", [[(9, 0.0)]])
-    with pytest.raises(TypeError, match="reads audio folders .* not a WebDatasetShards"):
+    with pytest.raises(TypeError, match="encodes audio: dataset WebDatasetShards holds latents"):
         encode_dataset(_latents(root), StubAutoencoder(), tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()

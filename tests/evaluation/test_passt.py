@@ -21,8 +21,7 @@ def _tiny(seed: int = 0) -> PaSST:
 
 
 def test_real_architecture_matches_the_released_checkpoint_layout():
-    with torch.device("meta"):
-        net = PaSST()
+    net = PaSST()
     shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     assert sum(math.prod(s) for s in shapes.values()) == 86_153_758  # PaSST-S (DeiT-B/16 + 2 heads)
     assert shapes["patch_embed.proj.weight"] == (768, 1, 16, 16)
@@ -136,7 +135,7 @@ def test_weights_load_from_local_files_only(tmp_path, monkeypatch):
         PasstClassifier(path=None)
     with pytest.raises(FileNotFoundError, match="not found: .*missing.pt"):
         PasstClassifier(path=str(tmp_path / "missing.pt"))
-    with pytest.raises(ValueError, match="missing"):  # a tiny state dict is not the ap476 architecture
+    with pytest.raises(ValueError, match="wrong shapes .*blocks"):  # a tiny state dict is not the ap476 layout
         load_passt(str(tmp_path / "passt.pt"))
     with pytest.raises(ValueError, match="collect"):
         PasstClassifier(model=model, collect="median")

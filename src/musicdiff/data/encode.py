@@ -143,8 +143,15 @@ def encode_dataset(
                              f"expects {sr} Hz x {channels} ch")
     elif isinstance(dataset_or_folder, (str, Path)):
         dataset = AudioFolderDataset(dataset_or_folder, sr, channels, window_seconds=1.0, random_crop=False)
+    elif hasattr(dataset_or_folder, "make_loader"):  # dataset=webdataset: the samples of local audio shards
+        from musicdiff.data.webdataset_files import as_encode_source
+
+        dataset = as_encode_source(dataset_or_folder)
+        if (dataset.sample_rate, dataset.channels) != (sr, channels):
+            raise ValueError(f"dataset gives {dataset.sample_rate} Hz x {dataset.channels} ch but the autoencoder "
+                             f"expects {sr} Hz x {channels} ch")
     else:
-        raise TypeError(f"musicdiff-encode reads audio folders (dataset=audio_dir or synthetic), not a "
+        raise TypeError(f"musicdiff-encode reads audio folders or audio shards, not a "
                         f"{type(dataset_or_folder).__name__}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -159,7 +166,8 @@ def encode_dataset(
         if format == "webdataset":
             index["shard_format"] = "webdataset"
     if index.get("shard_format", "safetensors") != format:
-        raise ValueError(f"{out} holds {index.get('shard_format', 'safetensors')} shards, not {format}: use a new out_dir")
+        raise ValueError(f"{out} holds {index.get('shard_format', 'safetensors')} shards, not {format}: "
+                         f"use a new out_dir")
     skipped = Counter(dataset.skipped)
     if format == "webdataset":
         from musicdiff.data.webdataset_write import TarShardWriter

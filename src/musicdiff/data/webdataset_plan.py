@@ -21,8 +21,8 @@ sizes, while every worker still reads whole runs of consecutive samples of a few
    and the reader emits the real samples in that order, holding at most ``buffer_size`` of them.
 
 Resume: after ``m`` micro-batches of a rank, role ``q`` has emitted ``ceil((m - q) / k)``
-batches; a restarted loader skips exactly those outputs (reading at most ``buffer_size``
-samples plus one shard before the first one it emits) and its worker ``i`` plays role
+batches; a restarted loader skips exactly those outputs (re-reading, undecoded, from the oldest
+sample still in the buffer at that point and from the start of its shard) and its worker ``i`` plays role
 ``(i + m) mod k``, so the next micro-batch comes from the role that would have given it.
 Nothing read ahead (DataLoader prefetch, the shuffle buffer) counts as consumed: a resumed run
 repeats and skips no sample relative to the checkpoint it resumes from.

@@ -160,14 +160,15 @@ def _resolve(path: str | Path | None) -> Path:
 def load_openl3(path: str, device: str = "cpu") -> OpenL3AudioNet:
     """The mel256/music network with weights from ``path`` (strict: every tensor must match)."""
     net = OpenL3AudioNet()
-    state, expected = load_weights(_resolve(path)), net.state_dict()
+    state = load_weights(_resolve(path))
+    expected = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = [k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape)]
     if missing or unexpected or wrong:
         raise ValueError(f"OpenL3 weights {path}: missing {missing[:3]}, unexpected {unexpected[:3]}, "
                          f"wrong shapes {sorted(wrong)[:3]} (expected the mel256 audio network)")
-    net.load_state_dict(state)
+    net.load_state_dict(state, strict=False)  # only the BN step counters are absent
     return net.to(device).eval().requires_grad_(False)
 
 
@@ -223,9 +224,12 @@ class OpenL3Embedder:
         model, out = self.model, []
         device = next(model.parameters()).device
         for a in _check_audio(audio):
-            per_channel = []
+            per_channel: list[torch.Tensor] = []
             for ch in self._prepare(a, sample_rate or self.sample_rate):
-                windows = frame_windows(ch, self.hop_seconds)
+                if per_channel and torch.equal(ch, prev):  # mono "faked" to stereo: embed once
+                    per_channel.append(per_channel[-1])
+                    continue
+                windows, prev = frame_windows(ch, self.hop_seconds), ch
                 embs = [model(windows[s:s + self.batch_size].to(device)).float().cpu()
                         for s in range(0, len(windows), self.batch_size)]
                 per_channel.append(torch.cat(embs))

@@ -23,6 +23,7 @@ gradient penalties are not implemented.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -128,6 +129,11 @@ class ARCTask(DiffusionTask):
         return denoiser(x_t, t, **{k: v for k, v in cond.items() if v is not None})
 
     def _scores(self, x: torch.Tensor, t: torch.Tensor, cond: Mapping[str, Any]) -> torch.Tensor:
+        """Discriminator scores of flow samples; a v-objective trunk sees them as the VP samples it was
+        trained on (``x / r`` at time ``τ = 2/π·atan2(t, 1 − t)``, :class:`~musicdiff.diffusion.VFlowDenoiser`)."""
+        if objective_family(self.objective) == "v":
+            tb = t.reshape(-1, 1, 1).to(x.dtype)
+            x, t = x / torch.sqrt((1 - tb) ** 2 + tb**2), torch.atan2(t, 1 - t) * (2 / math.pi)
         return self.discriminator(x, t, **{k: v for k, v in cond.items() if v is not None})
 
     def generator_loss(self, x0: torch.Tensor, cond: Mapping[str, Any], t: torch.Tensor, noise: torch.Tensor,

@@ -22,6 +22,7 @@ from torch import nn
 from musicdiff.adapters.training import AdapterTraining, as_spec
 from musicdiff.diffusion.cfg_dropout import cfg_dropout, null_cond
 from musicdiff.diffusion.objectives import make_denoiser
+from musicdiff.models.inference import fast_inference
 from musicdiff.training.ema import EMAWarmup, build_ema, ema_avg_fn, update_ema  # noqa: F401 (EMAWarmup: re-export)
 
 log = logging.getLogger("musicdiff.tasks.diffusion")
@@ -231,7 +232,7 @@ class DiffusionTask(nn.Module):
         elif "audio" in batch:
             if self.autoencoder is None:
                 raise ValueError("batch holds audio but the diffusion task has no autoencoder to encode it")
-            with torch.no_grad():
+            with torch.no_grad(), fast_inference(self.autoencoder, packed_gemm=False):  # frozen: inference paths
                 latents = self.autoencoder.encode(batch["audio"].to(device))
             if mask is not None:
                 b, length = mask.shape[0], latents.shape[-1]
