@@ -79,7 +79,8 @@ def generate(cfg: DictConfig) -> list[Path]:
         from musicdiff.sampling.inpaint import InpaintRequest, keep_mask
 
         audio = _load_conditioning_audio(cfg.inpaint_audio, gen)
-        extra["inpaint"] = InpaintRequest(audio, keep_mask(keep_ranges, audio.shape[-1], gen.sample_rate))
+        extra["inpaint"] = InpaintRequest(audio, keep_mask(keep_ranges, audio.shape[-1], gen.sample_rate),
+                                          crossfade_seconds=float(cfg.inpaint_crossfade))
     written: list[Path] = []
     writer = GenerationWriter(out_dir, gen.sample_rate, cfg.format, digest, append=True)
     with tracked_run(cfg, run_dir, digest, "generate") as logger, writer:

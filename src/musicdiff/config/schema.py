@@ -87,6 +87,7 @@ class GenerateConfig:
     init_noise_level: float = 1.0  # sigma to start from with init_audio
     inpaint_audio: Optional[str] = None  # inpainting/continuation: audio to keep
     inpaint_keep: Optional[list] = None  # [[start_s, end_s], ...] regions of inpaint_audio to keep
+    inpaint_crossfade: float = 0.015  # seconds of crossfade from the pasted-back original into the generated span
     out_dir: Optional[str] = None  # default: <run dir>/audio
     format: str = "wav"  # wav | flac
     spectrograms: bool = False  # also write spectrogram PNGs
