@@ -190,6 +190,8 @@ def main() -> None:
     lora = table["LoRA, bf16 base, 8-bit AdamW, adapter EMA" if args.eight_bit else "LoRA, bf16 base, AdamW, adapter EMA"]
     base = lora["weights"] + lora["ema"]  # the step's tracked peak already holds grads and optimiser states
     print(f"  fit: activation+state peak = {intercept:.3f} GiB + {slope * 1024:.3f} MiB per latent frame")
+    if slope <= 0:
+        print("  (no slope: at these contexts the peak is the optimiser step, not the activations; measure longer ones)")
     full = table["full FT, fp32 weights, AdamW, EMA"]["total"]
     fits = f"LoRA < {args.target_gib:g} GiB"
     print(f"\n{'context':>10s} {'frames':>7s} {'LoRA peak GiB':>14s} {'full FT peak GiB':>17s} {fits:>15s}")

@@ -90,6 +90,14 @@ def test_lora_run_trains_only_the_adapter_and_exports_it(base_export, tmp_path):
         assert (merge_adapters(p.dit)(x, t, *args) - want).abs().max() < 1e-5
         plain = load_pretrained(base_export).dit(x, t, *args)
         assert (got - plain).abs().max() > 1e-4  # the adapter does something
+        # `python -m musicdiff.adapters.merge` writes a plain export equal to the adapted model
+        from musicdiff.adapters.merge import main as merge_main
+
+        merged = merge_main([f"base={base_export}", f"adapters={run / 'export' / 'adapter.safetensors'}:1.0",
+                             f"out={tmp_path / 'merged'}"])
+        plain_merged = load_pretrained(merged)
+        assert plain_merged.kind == "export" and not hasattr(plain_merged.dit, "adapters")
+        assert (plain_merged.dit(x, t, *args) - want).abs().max() < 1e-5
 
     # resuming this checkpoint onto a different base is refused, naming both hashes
     cfg2 = compose_root("train", [*TINY, "adapter=lora", "adapter.rank=4", "seed=1"])

@@ -106,9 +106,9 @@ def test_weights_load_from_local_files_only(net, tmp_path, monkeypatch):
             torch.testing.assert_close(load_openl3(str(tmp_path / name))(x), want)
     monkeypatch.delenv("MUSICDIFF_OPENL3_PATH", raising=False)
     with pytest.raises(FileNotFoundError, match="MUSICDIFF_OPENL3_PATH"):
-        OpenL3Embedder(path=None)
+        OpenL3Embedder(path=None).embed_audio([torch.zeros(1, 100)])  # weights are read on first use
     with pytest.raises(FileNotFoundError, match="not found: .*nowhere.pt"):
-        OpenL3Embedder(path=str(tmp_path / "nowhere.pt"))
+        _ = OpenL3Embedder(path=str(tmp_path / "nowhere.pt")).model
     torch.save({"conv2d_1.weight": torch.zeros(3)}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="missing .*wrong shapes"):
         load_openl3(str(tmp_path / "bad.pt"))

@@ -132,9 +132,9 @@ def test_weights_load_from_local_files_only(tmp_path, monkeypatch):
     assert set(state) == set(model.state_dict())
     monkeypatch.delenv("MUSICDIFF_PASST_PATH", raising=False)
     with pytest.raises(FileNotFoundError, match="MUSICDIFF_PASST_PATH"):
-        PasstClassifier(path=None)
+        PasstClassifier(path=None).classify([torch.zeros(1, 100)])  # weights are read on first use
     with pytest.raises(FileNotFoundError, match="not found: .*missing.pt"):
-        PasstClassifier(path=str(tmp_path / "missing.pt"))
+        _ = PasstClassifier(path=str(tmp_path / "missing.pt")).model
     with pytest.raises(ValueError, match="wrong shapes .*blocks"):  # a tiny state dict is not the ap476 layout
         load_passt(str(tmp_path / "passt.pt"))
     with pytest.raises(ValueError, match="collect"):

@@ -11,6 +11,7 @@ pitch of the generated audio is the prompted one.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -84,14 +85,42 @@ def encode_latents(autoencoder: Path, notes: list[str], out_dir: Path, log_dir: 
     return Path(out_dir) / "latents"
 
 
+def rename_notes(latents: Path, out_dir: Path, names: dict[str, str]) -> Path:
+    """Copy the latent shards of ``latents`` to ``out_dir``, naming each note by ``names`` (e.g. ``G4`` →
+    ``sol``) in the stored caption and ``pitch`` field: the same audio, prompts in words the base never saw.
+
+    Returns:
+        ``out_dir`` (a shard directory for ``dataset=latents``).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for src in Path(latents).iterdir():
+        if src.suffix != ".jsonl":
+            shutil.copy2(src, out_dir / src.name)
+            continue
+        lines = []
+        for line in src.read_text().splitlines():
+            rec = json.loads(line)
+            meta = rec["metadata"]
+            word = names[meta["pitch"]]
+            meta["caption"] = meta["caption"].replace(f" {meta['pitch']} ", f" {word} ")
+            meta["pitch"] = word
+            lines.append(json.dumps(rec) + "\n")
+        (out_dir / src.name).write_text("".join(lines))
+    return out_dir
+
+
 def prompted_pitch_accuracy(checkpoint: Path, notes: list[str], out_dir: Path, log_dir: Path,
-                            extra: list[str] = (), per_note: int = 5) -> tuple[float, list]:
+                            extra: list[str] = (), per_note: int = 5,
+                            names: dict[str, str] | None = None) -> tuple[float, list]:
     """Generate ``per_note`` one-second clips per note from ``checkpoint``; fraction whose dominant
-    pitch is the prompted note, and the ``(wanted, detected, peak_hz)`` rows."""
+    pitch is the prompted note, and the ``(wanted, detected, peak_hz)`` rows. ``names`` words the
+    prompts (``{"G4": "sol"}`` → "square playing sol ..."); default: the note names."""
     from musicdiff.cli.generate import generate
     from tests.conftest import compose_root
 
-    rows = [(f"{inst} playing {note} at 120 bpm panned center", seed, note)
+    names = names or {}
+    rows = [(f"{inst} playing {names.get(note, note)} at 120 bpm panned center", seed, note)
             for note in notes for seed, inst in enumerate((INSTRUMENTS * per_note)[:per_note])]
     prompts = Path(out_dir) / "prompts.csv"
     prompts.parent.mkdir(parents=True, exist_ok=True)

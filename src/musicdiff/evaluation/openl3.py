@@ -176,7 +176,8 @@ class OpenL3Embedder:
     """OpenL3 (mel256, music, 512-d) embeddings with stable-audio-metrics' preprocessing (FD_openl3).
 
     Args:
-        path: local weights file (``.safetensors`` or a torch state dict); checked at construction.
+        path: local weights file (``.safetensors`` or a torch state dict); read on first use, so a
+            missing file fails there with a one-line error naming ``MUSICDIFF_OPENL3_PATH``.
         channels: 2 = per-channel L/R embeddings concatenated (1024-d; SA2 Table 2), 1 = mono mix.
         bandwidth_rate: rate the audio is resampled to before openl3's own 48 kHz resampling
             (stable-audio-metrics' ``samplingrate``: 44100 in its Song Describer examples).
@@ -198,7 +199,7 @@ class OpenL3Embedder:
             raise ValueError(f"OpenL3Embedder: pooling must be 'frames' or 'mean', got {pooling!r}")
         if hop_seconds <= 0 or bandwidth_rate <= 0:
             raise ValueError("OpenL3Embedder: hop_seconds and bandwidth_rate must be positive")
-        self.path = None if model is not None else str(_resolve(path))
+        self.path = None if model is not None or not path else str(path)  # read on first use
         self._model = model.eval().requires_grad_(False) if model is not None else None
         self.channels, self.bandwidth_rate, self.hop_seconds = int(channels), int(bandwidth_rate), float(hop_seconds)
         self.pooling, self.peak_db, self.device, self.batch_size = pooling, peak_db, device, int(batch_size)

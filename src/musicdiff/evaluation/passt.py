@@ -210,7 +210,8 @@ class PasstClassifier:
     """AudioSet tag distributions of PaSST-S with stable-audio-metrics' windowing (KL_passt).
 
     Args:
-        path: local weights file; checked at construction.
+        path: local weights file; read on first use (a missing file fails there, naming
+            ``MUSICDIFF_PASST_PATH``).
         window_seconds, overlap_seconds: analysis windows (10 s, 5 s overlap).
         collect: ``"mean"`` or ``"max"`` of the window logits before the softmax.
         peak_db: peak normalisation target in dBFS (``None``: off).
@@ -223,7 +224,7 @@ class PasstClassifier:
                  model: PaSST | None = None) -> None:
         if collect not in ("mean", "max"):
             raise ValueError(f"PasstClassifier: collect must be 'mean' or 'max', got {collect!r}")
-        self.path = None if model is not None else str(_resolve(path))
+        self.path = None if model is not None or not path else str(path)  # read on first use
         self._model = model.eval().requires_grad_(False) if model is not None else None
         self.window_seconds, self.overlap_seconds = float(window_seconds), float(overlap_seconds)
         self.collect, self.peak_db, self.device = collect, peak_db, device

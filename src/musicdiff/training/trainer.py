@@ -30,7 +30,7 @@ from musicdiff.tracking.base import NullLogger, RunLogger
 from musicdiff.training import checkpoint as ckpt
 from musicdiff.training import distributed as mp
 from musicdiff.training.accelerator import autocast, build_accelerator
-from musicdiff.training.sampler import ResumableShardedSampler
+from musicdiff.training.data_order import ResumableShardedSampler
 from musicdiff.training.step_context import StepContext
 
 log = logging.getLogger("musicdiff.trainer")
