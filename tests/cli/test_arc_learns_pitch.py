@@ -10,12 +10,20 @@ prompts naming a pitch are then compared:
 
 The pass criterion of the issue: the ARC model at 8 (and 4) steps without CFG reaches the base
 model's 50-step CFG accuracy (one clip of slack in 20), while the base model at 8 steps is clearly
-worse. See the report of issue 15 for the numbers measured on the development machine.
+worse.
+
+Status: opt-in. Measured once on the development machine with a *reduced* base (autoencoder 113
+steps, v DiT 400 steps instead of the session pipeline's 300 / 800), whose 50-step CFG accuracy was
+at chance (0.20: every clip came out G4), so the run says nothing about ARC: base 50-step CFG 0.20,
+base ping-pong 8 steps 0.15, ARC ping-pong 8 steps 0.25, 4 steps 0.20 (ARC 400 steps: the
+discriminator wins, dis loss 0.30, generator loss 2.1, contrastive loss 0.66). Run it with the full
+session pipeline (``MUSICDIFF_ARC_LEARNING=1``) before making it a CI test.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +57,8 @@ def _accuracy(pre, objective: str, sampler: str, steps: int, cfg: float) -> tupl
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("MUSICDIFF_ARC_LEARNING"), reason="opt-in (MUSICDIFF_ARC_LEARNING=1): ~10 min "
+                    "of CPU beyond the shared tiny pipeline, and its pass criterion is not yet confirmed (see docstring)")
 def test_arc_few_step_generations_match_the_base_models_50_step_cfg(tmp_path, tiny_pipeline_paths):
     from musicdiff.cli.train import train
     from musicdiff.diffusion import objective_of

@@ -62,6 +62,9 @@ def tiny_pipeline(root: Path, ae_steps: int = 300, dit_steps: int = 800) -> dict
         train(compose_root("train", [
             "experiment=tiny_autoencoder", "task.discriminator=null", "task.ema_beta=null",
             "task.optimizer_generator.lr=2e-3", f"trainer.max_steps={ae_steps}", "trainer.batch_size=4",
+            # synthetic tones: the pre-guard recipe (no warm-up, no latent guard, no rollback) the pitch numbers
+            # were measured with; real music needs experiment=tiny_autoencoder's guards (experiments/real_music)
+            "task.lr_warmup_steps=0", "task.latent_limit=null", "task.divergence=null", "task.adversarial_ramp_steps=0",
             "dataset.window_seconds=0.5", "trainer.checkpoint_every=100000", f"paths.output_dir={root / 'ae'}",
             *data, *common]))
     if not out["latents"].is_dir():

@@ -44,7 +44,7 @@ def encode(cfg: DictConfig) -> dict:
         dataset = instantiate(cfg.dataset)
         summary = encode_dataset(dataset, autoencoder, cfg.out_dir, shard_size=cfg.shard_size,
                                  batch_size=cfg.batch_size, chunked=cfg.chunked, seed=cfg.seed,
-                                 format=cfg.format)
+                                 format=cfg.format, sample=cfg.sample)
         skipped = summary.get("skipped", {})
         logger.log_metrics({"encode/encoded": summary.get("encoded", 0), "encode/items": summary.get("items", 0),
                             "encode/normalised": summary.get("normalised", 0),

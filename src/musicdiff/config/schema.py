@@ -125,6 +125,7 @@ class EncodeConfig:
     shard_size: int = 256  # items per shard
     batch_size: int = 1
     chunked: bool = True  # chunked encoding for long files
+    sample: bool = False  # store posterior samples (seeded) instead of posterior means
     format: str = "safetensors"  # safetensors (latent shards) | webdataset (tar shards for dataset=webdataset_latents)
     seed: int = 0
     device: str = "auto"

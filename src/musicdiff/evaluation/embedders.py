@@ -310,7 +310,8 @@ class ClapEmbedder:
         self.path, self.device, self.batch_size = str(path), device, int(batch_size)
         self.window_seconds = window_seconds
         self.labels = list(labels) if labels else None
-        self.long_audio, self.peak_db, self.quantize_int16, self.seed = long_audio, peak_db, bool(quantize_int16), int(seed)
+        self.long_audio, self.peak_db, self.seed = long_audio, peak_db, int(seed)
+        self.quantize_int16 = bool(quantize_int16)
         self.cache_key = ("clap", self.path, window_seconds, long_audio, peak_db, self.quantize_int16, self.seed)
 
     def _load(self) -> tuple[Any, Any]:

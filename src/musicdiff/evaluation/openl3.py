@@ -37,7 +37,6 @@ embedding_size=512)`` loads as is (see docs/EVALUATION.md for the conversion).
 from __future__ import annotations
 
 import functools
-import logging
 import math
 from pathlib import Path
 from typing import Sequence
@@ -49,7 +48,6 @@ from torch import nn
 
 from musicdiff.evaluation.embedders import _check_audio, peak_normalize, resample
 
-log = logging.getLogger("musicdiff.evaluation")
 
 SAMPLE_RATE = 48000  # openl3's TARGET_SR; one window = 1 s
 N_FFT, HOP, N_MELS = 2048, 242, 256

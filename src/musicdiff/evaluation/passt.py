@@ -28,7 +28,6 @@ tokens through ``head = LayerNorm -> Linear(768, 527)``.
 from __future__ import annotations
 
 import functools
-import math
 from pathlib import Path
 from typing import Sequence
 
