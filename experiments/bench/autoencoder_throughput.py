@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from musicdiff.config.paths import config_dir
+from musicdiff.models.inference import fast_inference
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -64,6 +65,8 @@ def run(args: argparse.Namespace) -> dict[str, float | str]:
     dtype = DTYPES[args.dtype]
     torch.manual_seed(0)
     ae = build(args.autoencoder, device, dtype)
+    fast = fast_inference(ae, enabled=not args.plain)  # the inference fast paths (musicdiff.models.inference)
+    fast.__enter__()
     n = int(args.seconds * ae.sample_rate)
     audio = torch.randn(args.batch, ae.io_channels, n, device=device, dtype=dtype) * 0.1
     chunk = args.chunk_size
@@ -81,6 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, float | str]:
     dec = (lambda: ae.decode_chunked(latents, chunk, args.overlap)) if chunk else (lambda: ae.decode(latents))
     t_dec, _ = _timed(dec, device, args.repeats)
     dec_mem = _peak_mb(device, rss0)
+    fast.__exit__(None, None, None)
     audio_s = args.batch * args.seconds
     return {
         "autoencoder": args.autoencoder, "device": str(device), "dtype": args.dtype, "batch": args.batch,
@@ -93,6 +97,7 @@ def run(args: argparse.Namespace) -> dict[str, float | str]:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--plain", action="store_true", help="the plain model files, without fast_inference")
     p.add_argument("--autoencoder", default="tiny", help="preset in conf/autoencoder (tiny|small|oobleck_sa2)")
     p.add_argument("--seconds", type=float, default=10.0, help="audio length per item")
     p.add_argument("--batch", type=int, default=1, help="items per call")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
+
+from musicdiff.models.inference import fast_inference
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
 
             sigmas = spec.sigmas(device, steps=steps)
             x = torch.randn(b, args.latent_dim, args.latents, device=device) * sigmas[0]
-            with torch.inference_mode(), autocast:
+            with torch.inference_mode(), autocast, fast_inference(dit):
                 spec.run(counted, x[:, :, :8], {"cond": cond, "uncond": uncond}, sigmas=sigmas[-3:], disable=True)
                 evals[0] = 0  # the line above is a warm-up
                 if device.type == "cuda":

@@ -120,6 +120,12 @@ def test_classifier_softmax_of_mean_window_logits_and_gain_invariance():
     np.testing.assert_allclose(clf.classify([0.01 * a for a in audio], 48000), probs, atol=1e-5)  # peak norm
     raw = PasstClassifier(model=model, peak_db=None)
     assert not np.allclose(raw.classify([0.01 * a for a in audio], 48000), probs, atol=1e-5)
+    emb = clf.embed_audio(audio, 48000)  # as an embedder: mean window features
+    assert emb.shape == (2, 32)
+    with torch.no_grad():
+        x = torch.nn.functional.pad(torch.ones(1, 32000 * 3), (0, 32000 * 7)) * 10 ** (-1 / 20)
+        np.testing.assert_allclose(clf.embed_audio([torch.ones(1, 32000 * 3)], 32000)[0],
+                                   model.features(model.mel(x))[0].numpy(), atol=1e-5)
     mx = PasstClassifier(model=model, collect="max").classify(audio[:1], 48000)
     np.testing.assert_allclose(mx[0], torch.softmax(logits[0].amax(0).double(), -1).numpy(), atol=1e-12)
 

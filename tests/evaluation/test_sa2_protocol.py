@@ -107,6 +107,12 @@ def test_clap_reference_preprocessing(tiny_clap_dir):
     x = ref()._mono(short, sr, sr)
     assert np.allclose(x * 32767, np.trunc(x * 32767), atol=1e-3) and np.abs(x).max() == pytest.approx(
         10 ** (-1 / 20), abs=1e-4)
+    short_tok = ClapEmbedder(tiny_clap_dir, text_max_length=6)  # LAION-CLAP keeps 77 tokens; here 6
+    texts = ["a happy piano melody with drums", "a happy piano melody and sad violin"]
+    same = short_tok.embed_text(texts)
+    np.testing.assert_allclose(same[0], same[1], atol=1e-6)
+    full = ClapEmbedder(tiny_clap_dir).embed_text(texts)
+    assert not np.allclose(full[0], full[1], atol=1e-4)
     with pytest.raises(ValueError, match="long_audio"):
         ClapEmbedder(tiny_clap_dir, long_audio="fusion")
 

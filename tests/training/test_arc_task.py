@@ -38,8 +38,18 @@ def test_arc_adopts_the_objective_of_a_v_base(tmp_path):
     cfg = compose_root("train", ["task=arc", f"init_from={export}", "diffusion=rectified_flow", "logger=none"])
     parts = pretrained_parts(cfg)
     assert sorted(parts) == sorted(PARTS) and objective_of(cfg.diffusion) == "v"
-    task = instantiate(cfg.task, **parts)
+    task = instantiate(cfg.task, **parts).train()
     assert task.objective == "v" and task.discriminator.trunk is not task.dit
+    # one generator and one discriminator step on the v parametrisation (the trunk sees VP samples)
+    stepped = []
+    ctx = type("Ctx", (), {"backward_step": lambda self, name, loss: stepped.append(name) or loss.backward()})()
+    batch = {"latents": torch.randn(2, cfg.dit.io_channels, 80),
+             "metadata": [{"prompt": "square playing C4", "seconds_start": 0.0, "seconds_total": 1.0},
+                          {"prompt": "saw playing G4", "seconds_start": 0.0, "seconds_total": 1.0}]}
+    gen_metrics, dis_metrics = task.training_step(batch, 0, ctx), task.training_step(batch, 1, ctx)
+    assert stepped == ["dit", "discriminator"] and "contrastive_loss" in dis_metrics and "gen_loss" in gen_metrics
+    assert any(p.grad is not None for p in task.discriminator.parameters())
+    assert all(p.grad is None for p in task.conditioner.parameters())  # frozen
 
 
 def test_arc_post_training_runs_and_exports_a_few_step_model(base):

@@ -300,11 +300,12 @@ class ClapEmbedder:
         peak_db: peak normalisation target in dBFS before embedding (``None``: off).
         quantize_int16: round the waveform to int16 steps (LAION-CLAP's loading) before embedding.
         seed: seed of the extractor's random crops in ``"reference"`` mode.
+        text_max_length: tokens kept per text (LAION-CLAP truncates at 77); ``None``: the tokenizer's limit.
     """
 
     def __init__(self, path: str, device: str = "cpu", batch_size: int = 16, window_seconds: float | None = None,
                  labels: Sequence[str] | None = None, long_audio: str = "windows", peak_db: float | None = None,
-                 quantize_int16: bool = False, seed: int = 0) -> None:
+                 quantize_int16: bool = False, seed: int = 0, text_max_length: int | None = None) -> None:
         if long_audio not in ("windows", "reference"):
             raise ValueError(f"ClapEmbedder: long_audio must be 'windows' or 'reference', got {long_audio!r}")
         self.path, self.device, self.batch_size = str(path), device, int(batch_size)
@@ -312,6 +313,7 @@ class ClapEmbedder:
         self.labels = list(labels) if labels else None
         self.long_audio, self.peak_db, self.seed = long_audio, peak_db, int(seed)
         self.quantize_int16 = bool(quantize_int16)
+        self.text_max_length = int(text_max_length) if text_max_length else None
         self.cache_key = ("clap", self.path, window_seconds, long_audio, peak_db, self.quantize_int16, self.seed)
 
     def _load(self) -> tuple[Any, Any]:
@@ -384,7 +386,7 @@ class ClapEmbedder:
         out = []
         for s in range(0, len(texts), self.batch_size):
             tok = processor.tokenizer(list(texts[s:s + self.batch_size]), padding=True, truncation=True,
-                                      return_tensors="pt")
+                                      max_length=self.text_max_length, return_tensors="pt")
             tok = {k: v.to(self.device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
             out.append(F.normalize(_pooled(model.get_text_features(**tok)).float(), dim=-1).cpu())
         return torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, 0), np.float32)

@@ -124,8 +124,8 @@ class PaSST(nn.Module):
                   self.time_new_pos_embed):
             nn.init.trunc_normal_(p, std=0.02)
 
-    def forward_mel(self, mel: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, num_classes]`` of mel images ``[B, n_mels, frames]``."""
+    def features(self, mel: torch.Tensor) -> torch.Tensor:
+        """Token features ``[B, dim]`` (mean of class and distillation tokens; hear21passt's ``embed_only``)."""
         x = self.patch_embed.proj(mel.unsqueeze(1))  # [B, D, F', T']
         if x.shape[-1] > self.time_new_pos_embed.shape[-1]:
             raise ValueError(f"PaSST: input of {mel.shape[-1]} frames is longer than the model's "
@@ -135,7 +135,11 @@ class PaSST(nn.Module):
         b = x.shape[0]
         tokens = torch.cat([self.cls_token + self.new_pos_embed[:, :1], self.dist_token + self.new_pos_embed[:, 1:]], 1)
         x = self.norm(self.blocks(torch.cat([tokens.expand(b, -1, -1), x], 1)))
-        return self.head((x[:, 0] + x[:, 1]) / 2)
+        return (x[:, 0] + x[:, 1]) / 2
+
+    def forward_mel(self, mel: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, num_classes]`` of mel images ``[B, n_mels, frames]``."""
+        return self.head(self.features(mel))
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, num_classes]`` of 32 kHz mono audio ``[B, T]`` (T <= 10 s)."""
@@ -235,16 +239,27 @@ class PasstClassifier:
         return self._model if self._model is not None else load_passt(self.path, self.device)
 
     @torch.no_grad()
-    def logits(self, audio: Sequence[torch.Tensor], sample_rate: int | None = None) -> list[torch.Tensor]:
-        """Per-item window logits ``[n_windows, 527]``."""
+    def _per_window(self, audio: Sequence[torch.Tensor], sample_rate: int | None, head: bool) -> list[torch.Tensor]:
         model, out = self.model, []
         device = next(model.parameters()).device
         for a in _check_audio(audio):
             x = resample(a, sample_rate or self.sample_rate, SAMPLE_RATE).mean(0)
             x = peak_normalize(x[None], self.peak_db)[0] if self.peak_db is not None else x
-            out.append(torch.cat([model(w[None].to(device)).float().cpu()
-                                  for w in analysis_windows(x, self.window_seconds, self.overlap_seconds)]))
+            rows = []
+            for w in analysis_windows(x, self.window_seconds, self.overlap_seconds):
+                f = model.features(model.mel(w[None].to(device)))
+                rows.append((model.head(f) if head else f).float().cpu())
+            out.append(torch.cat(rows))
         return out
+
+    def logits(self, audio: Sequence[torch.Tensor], sample_rate: int | None = None) -> list[torch.Tensor]:
+        """Per-item window logits ``[n_windows, 527]``."""
+        return self._per_window(audio, sample_rate, head=True)
+
+    def embed_audio(self, audio: Sequence[torch.Tensor], sample_rate: int | None = None) -> np.ndarray:
+        """Per-item mean of the window token features ``[N, 768]`` (an embedder, e.g. for memorization)."""
+        rows = [f.mean(0) for f in self._per_window(audio, sample_rate, head=False)]
+        return torch.stack(rows).numpy().astype(np.float32) if rows else np.zeros((0, 0), np.float32)
 
     def classify(self, audio: Sequence[torch.Tensor], sample_rate: int | None = None) -> np.ndarray:
         """Tag distributions ``[N, 527]``: softmax of the mean (or max) window logits."""
