@@ -79,6 +79,16 @@ def pretrained_parts(cfg: DictConfig) -> dict[str, Any]:
         adopt = getattr(get_class(cfg.task._target_), "adopt_objective", None)
         if adopt is not None and cfg.get("init_from") and pre.config.get("diffusion") is not None:
             cfg.diffusion = adopt(pre.config.diffusion)
+        elif cfg.get("init_from") and pre.config.get("diffusion") is not None and cfg.get("diffusion") is not None:
+            # the objective is part of the model, like its architecture: a rectified-flow model keeps training
+            # as one (its timestep density and shift included)
+            from musicdiff.diffusion import objective_of
+
+            if objective_of(pre.config.diffusion) != objective_of(cfg.diffusion):
+                log.warning("init_from was trained with the %s objective; the run's diffusion=%s is replaced by "
+                            "the source's diffusion group", objective_of(pre.config.diffusion),
+                            objective_of(cfg.diffusion))
+            cfg.diffusion = pre.config.diffusion
     log.info("starting from %s: %s", cfg.get("init_from") or cfg.get("autoencoder_from"), ", ".join(parts))
     return parts
 
