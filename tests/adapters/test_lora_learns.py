@@ -8,12 +8,17 @@ base never saw (the hashed-word LUT conditioner gives them frozen random embeddi
 (``adapter=lora``, base and conditioners frozen) is trained with ``init_from=<base export>``; then
 ``musicdiff-generate checkpoint=<base> adapters=[adapter.safetensors:1]`` must play the prompted note for
 "square playing sol ...", the base must not, and the adapter at scale 0 must be the base bit for bit.
-A full fine-tune (every DiT weight trained, same data) must do the same.
+A full fine-tune (DiT and word-embedding conditioner trained, ``task.freeze=[]``, same data) must do the
+same.
 
-Measured (seeds fixed, heavy CPU contention, 20 clips = 4 notes x 5 seeds, prompted-pitch accuracy):
-base on the solfège prompts 0.25 (chance: it plays B4 for every prompt); base on the note-name prompts
-0.60 (its ceiling: E4 often comes out as G4); LoRA rank 16 lr 3e-3, 200 steps (~160 s here): 0.75;
-full fine-tune lr 1e-3, 200 steps (~130 s here): 0.75. The issue's target is >= 0.7.
+Measured on one trained base (seeds fixed, heavy CPU contention, 20 clips = 4 notes x 5 seeds,
+prompted-pitch accuracy): base on the solfège prompts 0.25 (chance: it plays B4 for every prompt), and
+the adapter at scale 0 gives the same clips bit for bit; LoRA rank 16, lr 5e-3, 120 steps: 0.75 (lr 3e-3,
+200 steps: 0.75); full fine-tune, lr 1e-3, 200 steps: 0.75 (120 steps: 0.55; lr 3e-3, 120 steps: 0.65).
+The issue's target is >= 0.7. The misses are the base's own: on the note-name prompts it reaches 0.60
+(E4 often comes out as G4, B4 as A4), so the new words are followed as well as the old names; a weaker
+base (the pitch test accepts >= 0.55) would pull these numbers down with it. Runtime here: 120 s (LoRA,
+three generation passes) + 70 s (full) on top of the shared base.
 """
 
 from __future__ import annotations
@@ -97,5 +102,6 @@ def test_full_fine_tune_learns_new_words(tiny_pipeline_paths, solfege_latents, t
     paths = tiny_pipeline_paths
     export = _fine_tune(paths, solfege_latents, tmp_path / "full", FULL_STEPS, ["optim.lr=1e-3"])
     acc, rows = prompted_pitch_accuracy(export, ROOTS, tmp_path / "gen", paths["log_dir"], names=SOLFEGE)
+    (tmp_path / "pitch_accuracy.json").write_text(json.dumps({"full": [acc, rows]}))
     # measured 0.75, from the base's 0.25
     assert acc >= 0.7, rows

@@ -68,12 +68,20 @@ def test_every_experiment_composes_and_instantiates(compose_cfg, text_model_env,
     cfg = compose_cfg(root, [f"experiment={experiment}"])
     validate_targets(cfg)
     OmegaConf.resolve(cfg)
-    for group in _groups_of(root):
+    built = {}
+    for group in sorted(_groups_of(root), key=lambda g: g == "task"):  # the task last
         if group == "dataset" and cfg.autoencoder.sample_rate != compose_cfg(root).autoencoder.sample_rate:
             continue  # the fixture's data were made for the tiny autoencoder
         if group in ("autoencoder", "dit"):  # paper-size presets: shapes only, on the meta device
             with torch.device("meta"):
-                instantiate(cfg[group])
+                built[group] = instantiate(cfg[group])
+        elif group == "task":  # the task gets those meta modules instead of building full-size copies
+            import inspect
+
+            from hydra.utils import get_class
+
+            accepted = inspect.signature(get_class(cfg.task._target_)).parameters
+            instantiate(cfg.task, **{k: v for k, v in built.items() if k in accepted})
         else:
             _instantiate_group(cfg, group, "")
 
