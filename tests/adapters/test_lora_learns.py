@@ -11,14 +11,14 @@ base never saw (the hashed-word LUT conditioner gives them frozen random embeddi
 A full fine-tune (DiT and word-embedding conditioner trained, ``task.freeze=[]``, same data) must do the
 same.
 
-Measured on one trained base (seeds fixed, heavy CPU contention, 20 clips = 4 notes x 5 seeds,
+Measured on a reused and on a freshly trained base, same numbers (seeds fixed, 20 clips = 4 notes x 5 seeds,
 prompted-pitch accuracy): base on the solfège prompts 0.25 (chance: it plays B4 for every prompt), and
 the adapter at scale 0 gives the same clips bit for bit; LoRA rank 16, lr 5e-3, 120 steps: 0.75 (lr 3e-3,
 200 steps: 0.75); full fine-tune, lr 1e-3, 200 steps: 0.75 (120 steps: 0.55; lr 3e-3, 120 steps: 0.65).
 The issue's target is >= 0.7. The misses are the base's own: on the note-name prompts it reaches 0.60
 (E4 often comes out as G4, B4 as A4), so the new words are followed as well as the old names; a weaker
-base (the pitch test accepts >= 0.55) would pull these numbers down with it. Runtime here: 120 s (LoRA,
-three generation passes) + 70 s (full) on top of the shared base.
+base (the pitch test accepts >= 0.55) would pull these numbers down with it. Runtime here: 56-120 s (LoRA,
+three generation passes) + 46-70 s (full) on top of the shared base, by machine load.
 """
 
 from __future__ import annotations
