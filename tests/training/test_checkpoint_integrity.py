@@ -19,7 +19,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from torch.utils.data import Dataset
 
 from musicdiff.files.checksums import (
     NonFiniteWeightsError,
@@ -31,22 +30,7 @@ from musicdiff.files.checksums import (
 )
 from musicdiff.training import checkpoint as ckpt
 from musicdiff.training.trainer import Trainer
-
-
-class Data(Dataset):
-    """y = x @ w: a regression the toy task learns in a few dozen steps."""
-
-    def __init__(self, n=64):
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(n, 4, generator=g)
-        self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"audio": self.x[i], "padding_mask": torch.ones(1, dtype=torch.bool), "prompt": str(float(self.y[i])),
-                "seconds_start": 0.0, "seconds_total": 1.0, "path": str(i)}
+from tests.training.test_trainer import ToyData as Data  # y = x @ w, learnt in a few dozen steps
 
 
 class Task(nn.Module):

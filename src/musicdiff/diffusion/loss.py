@@ -56,9 +56,20 @@ class VObjectiveLoss(nn.Module):
         t = self.timestep_density(x0.shape[0], x0.device, generator)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t, v = add_noise(x0, noise, t)
-        v_hat = model(x_t, t, **{k: val for k, val in (cond or {}).items() if val is not None})
-        loss, per_item = masked_mse(v_hat, v, padding_mask)
-        return loss, {"t": t.detach(), "mse": per_item.detach()}
+        return regression_loss(model, x_t, t, v, cond, padding_mask)
+
+
+def regression_loss(model: Callable[..., torch.Tensor], x_t: torch.Tensor, t: torch.Tensor, target: torch.Tensor,
+                    cond: Mapping[str, Any] | None, padding_mask: torch.Tensor | None
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The network's prediction at ``(x_t, t)`` scored against ``target`` over the real frames (every objective).
+
+    Returns:
+        The masked mean squared error, and ``{"t": [B], "mse": [B]}`` per item.
+    """
+    pred = model(x_t, t, **{k: val for k, val in (cond or {}).items() if val is not None})
+    loss, per_item = masked_mse(pred, target, padding_mask)
+    return loss, {"t": t.detach(), "mse": per_item.detach()}
 
 
 def masked_mse(

@@ -18,7 +18,7 @@ from torch import nn
 
 from musicdiff.diffusion.densities import LogitNormalTimesteps, TimeShift
 from musicdiff.diffusion.flow import add_flow_noise
-from musicdiff.diffusion.loss import masked_mse
+from musicdiff.diffusion.loss import regression_loss
 
 FLOW_OBJECTIVE_NAMES = ("rectified_flow", "rf_denoiser")
 
@@ -75,6 +75,4 @@ class RectifiedFlowLoss(nn.Module):
         noise = torch.randn(x0.shape, generator=generator, device=generator.device if generator else x0.device,
                             dtype=x0.dtype).to(x0.device)
         x_t, v = add_flow_noise(x0, noise, t)
-        v_hat = model(x_t, t, **{k: val for k, val in (cond or {}).items() if val is not None})
-        loss, per_item = masked_mse(v_hat, v, padding_mask)
-        return loss, {"t": t.detach(), "mse": per_item.detach()}
+        return regression_loss(model, x_t, t, v, cond, padding_mask)
