@@ -12,14 +12,13 @@ SAT's ``generate_diffusion_cond`` latents; and the export round trip is bit-exac
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from tests.reference.conftest import WINDOW_LATENTS, small_sao_config
-from tests.reference.test_finetune_sat import _Ctx
+from tests.reference.sat_training import assert_training_step_matches_sat
 from tests.reference.test_sat_parity import assert_close
 
 SHIFT = {"base_shift": 0.5, "max_shift": 1.15, "min_length": 4, "max_length": 64}
@@ -111,49 +110,7 @@ def test_rf_training_step_matches_sat_wrapper(sao_small, t5_768, compose_cfg, mo
     assert dict(cfg.diffusion.time_shift) == diffusion["time_shift"]
     task = instantiate(cfg.task, **pretrained_parts(cfg)).train()
 
-    gen = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 16, WINDOW_LATENTS, generator=gen)
-    t = torch.rand(2, generator=gen)
-    noise = torch.randn(x.shape, generator=gen)
-    real_randn, real_randn_like = torch.randn, torch.randn_like
-
-    def randn(*args, **kwargs):
-        shape = tuple(args[0]) if args and isinstance(args[0], (tuple, list, torch.Size)) else tuple(args)
-        return noise.clone() if shape == tuple(x.shape) else real_randn(*args, **kwargs)
-
-    def randn_like(ref, *args, **kwargs):
-        return noise.clone() if ref.shape == x.shape else real_randn_like(ref, *args, **kwargs)
-
-    monkeypatch.setattr(task.diffusion, "timestep_density", lambda n, device, generator=None: t.clone())
-    ctx = _Ctx()
-    with monkeypatch.context() as m:
-        m.setattr(torch, "randn", randn)
-        task.training_step({"latents": x.clone(), "metadata": [dict(md) for md in METADATA]}, 0, ctx)
-
-    wrapper = sat.training.diffusion.DiffusionCondTrainingWrapper(sat_model, lr=1e-4, pre_encoded=True, use_ema=False,
-                                                                  cfg_dropout_prob=0.0, timestep_sampler="uniform")
-    wrapper.rng = SimpleNamespace(draw=lambda n: t.clone()[:, None])
-    wrapper.log_dict = lambda *a, **k: None
-    monkeypatch.setattr(type(wrapper), "trainer", SimpleNamespace(
-        optimizers=[SimpleNamespace(param_groups=[{"lr": 1e-4}])]), raising=False)
-    meta = [{**md, "padding_mask": [torch.ones(WINDOW_LATENTS, dtype=torch.bool)]} for md in METADATA]
-    sat_model.train()
-    sat_model.zero_grad()
-    try:
-        with monkeypatch.context() as m:
-            m.setattr(torch, "randn_like", randn_like)
-            ref_loss = wrapper.training_step((x.clone(), meta), 0)
-        ref_loss.backward()
-        torch.testing.assert_close(ctx.loss, ref_loss.detach(), rtol=1e-5, atol=1e-7)
-        ref_grads = dict(sat_model.model.model.named_parameters())
-        for key, p in task.dit.named_parameters():
-            ref = ref_grads[key].grad
-            torch.testing.assert_close(p.grad, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()) + 1e-12,
-                                       msg=lambda s, k=key: f"grad {k}: {s}")
-        assert len(ref_grads) == len(list(task.dit.parameters()))
-    finally:
-        sat_model.zero_grad()
-        sat_model.eval()
+    assert_training_step_matches_sat(task, sat, sat_model, METADATA, monkeypatch, timestep_sampler="uniform")
 
 
 def test_generate_pingpong_without_cfg_matches_sat(sao_small, t5_768, compose_cfg, monkeypatch):
