@@ -49,11 +49,14 @@ real-music: setup fluidsynth
 demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash experiments/demo/run.sh
 
+# The suite runs on TEST_WORKERS pytest-xdist processes (one torch thread each, tests/conftest.py); the tests of
+# the shared tiny pipeline stay together on one worker (--dist loadfile). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: setup browser fluidsynth
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) outputs

@@ -14,6 +14,48 @@ import torch  # noqa: E402
 torch.set_num_threads(int(os.environ.get("MUSICDIFF_TEST_THREADS", "1")))
 
 
+TINY_PIPELINE_FIXTURES = {"tiny_pipeline_paths", "trained_tiny"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the tests of the shared tiny pipeline first (they form one pytest-xdist scope, below)."""
+    grouped = [item for item in items if TINY_PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    ids = {id(item) for item in grouped}
+    items[:] = grouped + [item for item in items if id(item) not in ids]
+
+
+def _tiny_pipeline_files(rootpath) -> set[str]:
+    """Test files (relative to ``rootpath``) whose tests use the shared tiny pipeline."""
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    return {path.relative_to(rootpath).as_posix() for path in here.rglob("test_*.py")
+            if any(name in path.read_text(encoding="utf-8") for name in TINY_PIPELINE_FIXTURES)}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` (``make test``), with every file of the shared tiny pipeline in one scope.
+
+    Each test file runs on one worker (its module-scoped fixtures are built once), and one worker trains
+    the tiny pipeline (~5 minutes) and runs the learning tests built on it while the other takes the
+    remaining files. The scopes go out in collection order, which starts with the pipeline's tests.
+    """
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    pipeline_files = _tiny_pipeline_files(config.rootpath)
+
+    class PipelineFirstScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tiny_pipeline" if path in pipeline_files else path
+
+    config.option.loadscopereorder = False
+    return PipelineFirstScheduling(config, log)
+
+
 @pytest.fixture()
 def compose_cfg(tmp_path):
     """Compose a root config (``train``, ``generate`` ...) with overrides; paths go to tmp_path."""
@@ -81,7 +123,7 @@ def tiny_latent_dir(_synthetic_audio_dir, tmp_path_factory):
     """The synthetic folder encoded with the (randomly initialised) tiny autoencoder."""
     from hydra.utils import instantiate
 
-    from musicdiff.data.encode import encode_dataset
+    from musicdiff.data.latent_writer import encode_dataset
 
     cfg = compose_root("train", ["autoencoder=tiny"])
     torch.manual_seed(0)
@@ -96,7 +138,7 @@ def _shard_dirs(_synthetic_audio_dir, tmp_path_factory):
     """The synthetic folder as WebDataset audio shards and as tiny-autoencoder latent tar shards."""
     from hydra.utils import instantiate
 
-    from musicdiff.data.encode import encode_dataset
+    from musicdiff.data.latent_writer import encode_dataset
     from musicdiff.data.make_shards import make_shards
 
     audio = tmp_path_factory.mktemp("shards") / "audio"
@@ -122,11 +164,22 @@ def tiny_pipeline_paths(tmp_path_factory):
     """The tiny pipeline trained once per session (tests/helpers/tiny_pipeline.py): export paths.
 
     ``MUSICDIFF_TEST_TINY_PIPELINE=<dir>`` keeps it in ``<dir>`` instead, reused across sessions.
+    Under pytest-xdist its tests form one scope (:func:`pytest_xdist_make_scheduler`), so one worker
+    trains it; a file lock in the directory all workers share keeps it one training under other ``--dist``
+    modes too.
     """
+    from filelock import FileLock
+
     from tests.helpers.tiny_pipeline import tiny_pipeline
     from tests.helpers.trained_tiny import SESSION_DIR
 
-    return tiny_pipeline(os.environ.get("MUSICDIFF_TEST_TINY_PIPELINE") or tmp_path_factory.getbasetemp() / SESSION_DIR)
+    if os.environ.get("MUSICDIFF_TEST_TINY_PIPELINE"):
+        return tiny_pipeline(os.environ["MUSICDIFF_TEST_TINY_PIPELINE"])
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the session's base temp directory, above every worker's own
+    with FileLock(str(shared / f"{SESSION_DIR}.lock")):
+        return tiny_pipeline(shared / SESSION_DIR)
 
 
 @pytest.fixture(scope="session")
