@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicdiff.data.audio_dataset import AudioFolderDataset
-from musicdiff.data.encode import encode_dataset
+from musicdiff.data.latent_writer import encode_dataset
 from musicdiff.data.make_shards import make_shards
 from musicdiff.data.webdataset import WebDatasetShards
 from musicdiff.training.trainer import Trainer, _to_device
@@ -70,7 +70,7 @@ def rate(dataset, batch: int, workers: int, epochs: int) -> float:
     """Samples/s over ``epochs`` epochs through the Trainer's loader on one process."""
     trainer = Trainer(batch_size=batch, num_workers=workers, progress=False)
     trainer.accelerator = type("A", (), {"device": torch.device("cpu")})()
-    from musicdiff.training.sampler import ResumableShardedSampler
+    from musicdiff.training.data_order import ResumableShardedSampler
 
     sampler = ResumableShardedSampler(len(dataset), batch, 0, 1, seed=0)
     n, t0 = 0, time.perf_counter()

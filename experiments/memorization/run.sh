@@ -28,7 +28,7 @@ rm -rf "$CONTROL" && mkdir -p "$CONTROL"
 python - "$DEMO/latents/latents" "$CONTROL" <<'PY'
 import json, shutil, sys
 from pathlib import Path
-from musicdiff.data.encode import read_index
+from musicdiff.data.latent_writer import read_index
 index = read_index(sys.argv[1])
 shard = Path(sys.argv[1]) / f"{index['shards'][0]['name']}.jsonl"
 recs = [json.loads(line) for line in shard.read_text().splitlines()]

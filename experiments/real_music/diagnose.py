@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 
 import musicdiff.config  # noqa: F401  (registers the schemas)
 from musicdiff.data.collate import collate
-from musicdiff.training.sampler import ResumableShardedSampler
+from musicdiff.training.data_order import ResumableShardedSampler
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

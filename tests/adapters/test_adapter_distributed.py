@@ -76,5 +76,5 @@ def test_lora_ddp_kill_9_resume_and_zero2_match_one_process(base_export, tmp_pat
     _need_deepspeed()
     zero2 = root / "zero2"
     _run([*_launch(2), "-m", "musicdiff.train", *_overrides(base_export, root, zero2, "trainer=deepspeed_zero2",
-                                                               "trainer.cpu=true", "trainer.mixed_precision=no")])
+                                                               "trainer.cpu=true", "trainer.precision=fp32")])
     _assert_same(zero2, ref_run)

@@ -117,7 +117,7 @@ def test_finetune_under_deepspeed_zero3_loads_before_sharding(base, tmp_path):
     run = tmp_path / "zero3"
     _run([*_launch(2), "-m", "musicdiff.train", "experiment=tiny", "logger=none", "dataset.num_items=8",
           "trainer.batch_size=2", "task.demo_prompts=[]", "trainer.progress=false", "trainer.max_steps=2",
-          "trainer=deepspeed_zero3", "trainer.cpu=true", "trainer.mixed_precision=no", "optim.lr=0.0",
+          "trainer=deepspeed_zero3", "trainer.cpu=true", "trainer.precision=fp32", "optim.lr=0.0",
           f"init_from={export}", f"paths.log_dir={root / 'outputs'}", f"hydra.run.dir={run}"], env=_env())
     for name in ("dit", "conditioner"):
         got = load_file(str(run / "export" / f"{name}.safetensors"))

@@ -107,11 +107,33 @@ def test_planted_copy_ranks_first_with_cache_reuse_and_mlflow(tiny):
     assert {"summary.json", "memorization", "config.yaml"} <= arts
     assert "memorization/index.html" in {a.path for a in client.list_artifacts(rec.info.run_id, "memorization")}
 
+    # the real music model's numbers (music_embedder=musicnn, the default) next to the randconv detector:
+    # the planted copy is also nearest to item 3 in musicnn space; 3 generations vs 10 training items in
+    # 200 dimensions -> the diagonal FD; KL of the pooled tag distributions
+    import numpy as np
+
+    assert first["musicnn"]["nearest"] == "audio/item_00003.wav"
+    assert first["musicnn"]["similarity"] == pytest.approx(1.0, abs=1e-4)
+    assert metrics["memorization/musicnn/in_distribution/max_nn_similarity"] == pytest.approx(1.0, abs=1e-4)
+    assert metrics["memorization/musicnn/out_of_distribution/max_nn_similarity"] < 0.9999
+    assert metrics["memorization/musicnn/fd"] > 0 and metrics["memorization/musicnn/fd_diagonal"] == 1
+    assert metrics["memorization/musicnn/kl_pooled"] > 0 and metrics["memorization/musicnn/nn_agreement"] > 0
+    assert rec.data.metrics["memorization/musicnn/fd"] == pytest.approx(metrics["memorization/musicnn/fd"])
+    assert "memorization/musicnn/fd" in html and summary["metrics"]["memorization/musicnn/fd"] > 0
+    train_names = [it["name"] for it in json.loads((run / "embeddings" / "train_items.json").read_text())["items"]]
+    feats = np.load(run / "embeddings" / "train_musicnn_features.npy")
+    gen_feats = np.load(run / "embeddings" / "generation_musicnn_features.npy")
+    planted_row = [g["name"] for g in json.loads((run / "embeddings" / "musicnn_metrics.json").read_text())
+                   ["generations"]].index("planted.wav")
+    assert feats.shape == (10, 200)
+    np.testing.assert_allclose(gen_feats[planted_row], feats[train_names.index("audio/item_00003.wav")], atol=1e-5)
+
     # a rerun with the same embedder + data reuses the cached training embeddings
     import numpy as np
 
     again = memorize(_cfg(tiny, "run2", f"generated_dir={gen}", "logger=none", "top_n=2"))
     assert again["memorization/embedding_cache_hit"] == 1
+    assert metrics["memorization/musicnn/cache_hit"] == 0 and again["memorization/musicnn/cache_hit"] == 1
     assert np.array_equal(np.load(run / "embeddings" / "train_embeddings.npy"),
                           np.load(tiny["root"] / "run2" / "embeddings" / "train_embeddings.npy"))
     assert json.loads((tiny["root"] / "run2" / "summary.json").read_text())["top"][0]["name"] == "planted.wav"

@@ -181,6 +181,9 @@ def test_sweep_runs_trials_as_child_runs_and_resumes(pipeline, tmp_path):
     runs = client.search_runs([exp.experiment_id])
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
     assert len(children) == 3
+    # the default objective is FD on the real music model (eval_metrics=musicnn), KL_musicnn beside it
+    assert all(r.data.metrics["fd_musicnn"] > 0 and "kl_pooled_musicnn" in r.data.metrics for r in children)
+    assert best == min(r.data.metrics["fd_musicnn"] for r in children)
 
 
 def test_console_script_runs_as_documented(tmp_path):

@@ -158,7 +158,9 @@ def test_dataloader_batches(tmp_path, write_tone):
     assert batch["padding_mask"].sum(1).tolist() == [8000, 16000, 16000, 16000]
     assert [m["seconds_total"] for m in batch["metadata"]] == [1.0, 1.0, 2.0, 2.0]
     assert batch["metadata"][0]["prompt"] == "sidecar prompt"
-    assert set(batch["metadata"][0]) == {"prompt", "seconds_start", "seconds_total", "path"}
+    # the file's metadata fields ride along (conditioners read theirs by name); the item's own keys win
+    assert set(batch["metadata"][0]) == {"caption", "prompt", "seconds_start", "seconds_total", "path"}
+    assert set(batch["metadata"][1]) == {"prompt", "seconds_start", "seconds_total", "path"}
 
 
 def test_collate_errors():

@@ -18,17 +18,17 @@ import torch
 
 from musicdiff.data.audio_dataset import AudioFolderDataset
 from musicdiff.data.collate import collate
-from musicdiff.data.encode import encode_dataset, read_index
 from musicdiff.data.latent_dataset import LatentShardDataset
+from musicdiff.data.latent_writer import encode_dataset, read_index
 from musicdiff.data.make_shards import main as make_shards_main
 from musicdiff.data.make_shards import make_shards
 from musicdiff.data.prompts import PromptBuilder
 from musicdiff.data.webdataset import WebDatasetShards
 from musicdiff.data.webdataset_io import encode_npy, write_tar
 from musicdiff.data.webdataset_plan import worker_plan
-from musicdiff.training.sampler import ResumableShardedSampler
+from musicdiff.training.data_order import ResumableShardedSampler
 from tests.data.helpers import tone
-from tests.data.test_encode_latents import RATIO, SR, StubAutoencoder
+from tests.data.test_latent_writer import RATIO, SR, StubAutoencoder
 
 CAPTIONS = PromptBuilder(caption_prob=1.0)
 

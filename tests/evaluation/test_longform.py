@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from musicdiff.evaluation import AudioSet, LongformMetrics, MelStatsEmbedder
-from musicdiff.evaluation.longform import repetition
+from musicdiff.evaluation.longform import repetition, window_curves
 from tests.evaluation.musicnn_clips import SR, musicnn_clips
 
 
@@ -34,6 +34,16 @@ def test_window_fd_rises_when_tracks_drift_and_loops_score_one():
     assert repetition(loop) == pytest.approx(1.0) and repetition(rng.standard_normal((8, 8))) < 0.9
     assert repetition(loop[:2]) is None
     assert out["lf_repetition"] < 0.99 and "lf_repetition_ref" in out
+    # per-window repetition (the curve musicdiff-evaluate logs): a track that loops from window 2 on
+    tracks = [np.concatenate([rng.standard_normal((2, 8)), np.tile(rng.standard_normal((2, 8)), (2, 1))])
+              for _ in range(3)]
+    looped = LongformMetrics(_Windows(), name="lf").from_windows(tracks, [rng.standard_normal((6, 8))
+                                                                          for _ in range(9)])
+    reps = [looped[f"lf_repetition_w{k}"] for k in range(6)]
+    assert reps[2:] == pytest.approx([1.0] * 4) and max(reps[:2]) < 0.9
+    curves = window_curves({**looped, "other_w0": 1.0}, ["lf"])
+    assert set(curves) == {"lf_fd", "lf_repetition"} and [k for k, _ in curves["lf_repetition"]] == list(range(6))
+    assert curves["lf_fd"] == [(k, looped[f"lf_fd_w{k}"]) for k in range(6)]
 
 
 def test_musicnn_longform_on_audio():

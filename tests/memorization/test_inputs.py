@@ -24,7 +24,7 @@ def _wavs(folder, n):
 
 
 def test_latent_dataset_items_are_the_source_audio(tiny_latent_dir, _synthetic_audio_dir, tmp_path):
-    from musicdiff.data.encode import read_index
+    from musicdiff.data.latent_writer import read_index
     from musicdiff.data.latent_dataset import LatentShardDataset
 
     index = read_index(tiny_latent_dir)

@@ -1,7 +1,9 @@
 """Stable Audio Open Small style checkpoints (rectified flow / ``rf_denoiser``) against stable-audio-tools 0.0.19.
 
-A reduced-size SAO Small (``seconds_total`` only, ``rf_denoiser`` objective, a length-dependent
-time shift) is built by SAT with random weights and written in the release layout. Then:
+A reduced-size SAO Small with the option set of the released ``model_config.json``
+(``seconds_total`` only, prompt tokens projected to the model width, per-head LayerNorm on queries
+and keys: ``attn_kwargs.qk_norm: "ln"``; ``rf_denoiser`` objective, here with a length-dependent
+time shift) is built by SAT's own factory with random weights and written in the release layout. Then:
 ``load_pretrained(<model.safetensors>)`` gives the same DiT output and records the objective;
 ``musicdiff-train init_from=<file>`` takes one training step equal to SAT's own
 ``DiffusionCondTrainingWrapper.training_step`` (loss and every DiT gradient, with SAT's time
@@ -22,6 +24,9 @@ from tests.reference.sat_training import assert_training_step_matches_sat
 from tests.reference.test_sat_parity import assert_close
 
 SHIFT = {"base_shift": 0.5, "max_shift": 1.15, "min_length": 4, "max_length": 64}
+# model.diffusion.config keys of the released SAO Small (everything else at SAT's defaults)
+RELEASED_DIT_KEYS = {"io_channels", "embed_dim", "depth", "num_heads", "cond_token_dim", "global_cond_dim",
+                     "transformer_type", "attn_kwargs"}
 METADATA = [{"prompt": "warm arpeggios on house beats", "seconds_total": 11.0},
             {"prompt": "lofi drums", "seconds_total": 4.0}]
 
@@ -47,6 +52,15 @@ def sao_small(sat, t5_768, tmp_path_factory):
     torch.manual_seed(0)
     model = build_sat_model(config, t5_path=t5_768).eval()
     randomize_(model, seed=4)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # QK-norm gains near 1 (randomize_ puts 1-D weights near 0): sharp attention
+        for name, p in model.named_parameters():
+            if ".q_norm." in name or ".k_norm." in name:
+                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.2 * torch.randn(p.shape, generator=gen))
+    layer = model.model.model.transformer.layers[0]
+    assert isinstance(layer.self_attn.q_norm, torch.nn.LayerNorm) and isinstance(layer.cross_attn.k_norm,
+                                                                                   torch.nn.LayerNorm)
+    assert layer.cross_attn.kv_heads == layer.cross_attn.num_heads  # projected prompt tokens, as released
     assert model.diffusion_objective == "rf_denoiser" and model.dist_shift is not None
     root = tmp_path_factory.mktemp("stable-audio-open-small")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(root / "model.safetensors"))
@@ -58,7 +72,10 @@ def test_config_maps_objective_shift_and_density():
     from musicdiff.reference import musicdiff_to_sat, sat_to_musicdiff
 
     config = small_sao_small_config()
+    assert set(config["model"]["diffusion"]["config"]) == RELEASED_DIT_KEYS
+    assert config["model"]["diffusion"]["config"]["attn_kwargs"] == {"qk_norm": "ln"}
     groups = sat_to_musicdiff(config)
+    assert groups["dit"]["qk_norm"] == "ln" and groups["dit"]["project_cond_tokens"] is True
     assert groups["diffusion"]["_target_"] == "musicdiff.diffusion.RectifiedFlowLoss"
     assert groups["diffusion"]["objective"] == "rf_denoiser"
     assert groups["diffusion"]["timestep_density"]["_target_"] == "musicdiff.diffusion.LogitNormalTimesteps"
@@ -67,12 +84,16 @@ def test_config_maps_objective_shift_and_density():
     for key in ("diffusion_objective", "distribution_shift_options", "global_cond_ids", "cross_attention_cond_ids"):
         assert back["model"]["diffusion"][key] == config["model"]["diffusion"][key], key
     assert back["training"] == {"timestep_sampler": "logit_normal"}
+    sat_defaults = {"project_cond_tokens": True, "project_global_cond": True, "rotary_pos_emb": True}
+    assert back["model"]["diffusion"]["config"] == sat_defaults | config["model"]["diffusion"]["config"]
     # the v-objective of Stable Audio Open 1.0 writes nothing new (its files stay as they were)
     v_back = musicdiff_to_sat(sat_to_musicdiff(small_sao_config()))
     assert "diffusion_objective" not in v_back["model"]["diffusion"] and "training" not in v_back
 
 
 def test_load_pretrained_dit_forward_matches_sat(sao_small, t5_768, monkeypatch):
+    from hydra.utils import instantiate
+
     from musicdiff.diffusion import objective_of
     from musicdiff.pretrained import load_pretrained
 
@@ -87,7 +108,13 @@ def test_load_pretrained_dit_forward_matches_sat(sao_small, t5_768, monkeypatch)
         cond = pre.conditioner(METADATA, "cpu")
         v_ref = sat_model.model(x, t, **ref_cond)
         v = pre.dit(x, t, cond["cross_attn_cond"], cond["cross_attn_mask"], cond["global_cond"])
+        # the QK-norm weights carry: the same DiT without them is far from SAT's output
+        plain = instantiate(pre.config.dit, qk_norm="none").eval()
+        plain.load_state_dict({k: w for k, w in pre.dit.state_dict().items()
+                               if ".q_norm." not in k and ".k_norm." not in k}, strict=True)
+        v_plain = plain(x, t, cond["cross_attn_cond"], cond["cross_attn_mask"], cond["global_cond"])
     assert_close(v, v_ref, "rf velocity")
+    assert (v_plain - v_ref).abs().max() > 0.1 * v_ref.abs().max()
 
 
 def test_rf_training_step_matches_sat_wrapper(sao_small, t5_768, compose_cfg, monkeypatch):

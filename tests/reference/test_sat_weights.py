@@ -9,26 +9,32 @@ from omegaconf import OmegaConf
 
 from musicdiff.reference import musicdiff_to_sat, sat_to_musicdiff, stable_audio_open_config
 from musicdiff.reference import sat_weights
+from musicdiff.reference.sat_presets import stable_audio_open_small_config
 from musicdiff.reference.sat_reference import build_sat_model
 
 SAO_PARAMS = {"autoencoder": 156_112_514, "dit": 1_056_828_544, "conditioner": 396_544}
+# Stable Audio Open Small: the same VAE, a 341M DiT (arXiv 2505.08175; QK-norm, projected prompt tokens),
+# one timing embedder (seconds_total)
+SAO_SMALL_PARAMS = {"autoencoder": 156_112_514, "dit": 340_879_488, "conditioner": 198_272}
 
 
 def _count(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def test_full_size_stable_audio_open_on_meta(sat, t5_768):
-    """Stable Audio Open 1.0 at full size, built without allocating: same parameters, same tensors."""
-    config = stable_audio_open_config()
+@pytest.mark.parametrize("preset, params", [(stable_audio_open_config, SAO_PARAMS),
+                                            (stable_audio_open_small_config, SAO_SMALL_PARAMS)], ids=["sao", "small"])
+def test_full_size_stable_audio_open_on_meta(sat, t5_768, preset, params):
+    """Stable Audio Open 1.0 / Small at full size, built without allocating: same parameters, same tensors."""
+    config = preset()
     with torch.device("meta"):
         ref = build_sat_model(config, t5_path=t5_768)
         groups = OmegaConf.create(sat_to_musicdiff(config, t5_path=t5_768))
-        ours = {name: instantiate(groups[name]) for name in SAO_PARAMS}
-    assert _count(ref.pretransform.model) == _count(ours["autoencoder"]) == SAO_PARAMS["autoencoder"]
-    assert _count(ref.model.model) == _count(ours["dit"]) == SAO_PARAMS["dit"]
-    assert _count(ref.conditioner) == _count(ours["conditioner"]) == SAO_PARAMS["conditioner"]
-    assert _count(ref) == sum(SAO_PARAMS.values())
+        ours = {name: instantiate(groups[name]) for name in params}
+    assert _count(ref.pretransform.model) == _count(ours["autoencoder"]) == params["autoencoder"]
+    assert _count(ref.model.model) == _count(ours["dit"]) == params["dit"]
+    assert _count(ref.conditioner) == _count(ours["conditioner"]) == params["conditioner"]
+    assert _count(ref) == sum(params.values())
     converted = sat_weights.sat_to_musicdiff(ref.state_dict())
     for name, module in ours.items():
         assert {k: v.shape for k, v in converted[name].items()} == \

@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from musicdiff.sampling import SamplerSpec, samplers, schedules
+from musicdiff.sampling import SamplerSpec, samplers, sigma_schedules
 from musicdiff.sampling.guidance import CFGDenoiser
 from tests.sampling.stubs import GaussianDenoiser
 
@@ -35,7 +35,7 @@ def test_every_sampler_config_instantiates_and_samples(option):
 def test_sao_defaults():
     spec = instantiate(OmegaConf.load(CONF / "dpmpp_3m_sde.yaml"))
     assert (spec.steps, spec.sigma_min, spec.sigma_max, spec.rho, spec.cfg_scale) == (100, 0.3, 500.0, 1.0, 7.0)
-    torch.testing.assert_close(spec.sigmas(), schedules.get_sigmas_polyexponential(100, 0.3, 500.0, 1.0))
+    torch.testing.assert_close(spec.sigmas(), sigma_schedules.get_sigmas_polyexponential(100, 0.3, 500.0, 1.0))
 
 
 def test_run_equals_direct_call_and_seed_reproducible():
@@ -54,7 +54,7 @@ def test_run_equals_direct_call_and_seed_reproducible():
 
 def test_bad_specs():
     with pytest.raises(ValueError, match="rho"):
-        SamplerSpec(samplers.sample_euler, schedule=schedules.get_sigmas_exponential, rho=2.0)
+        SamplerSpec(samplers.sample_euler, schedule=sigma_schedules.get_sigmas_exponential, rho=2.0)
     with pytest.raises(ValueError, match="callable"):
         SamplerSpec("musicdiff.sampling.samplers.sample_euler")
     with pytest.raises(ValueError, match="steps"):

@@ -7,13 +7,13 @@ import torch
 
 from tests.helpers.kdiffusion import load_k_diffusion
 
-from musicdiff.sampling import samplers, schedules
+from musicdiff.sampling import samplers, sigma_schedules
 from musicdiff.sampling.noise import BrownianTreeNoiseSampler, GaussianNoiseSampler
 from tests.sampling.stubs import GaussianDenoiser, MixtureDenoiser
 
 K = load_k_diffusion()
 
-SIGMAS = schedules.get_sigmas_polyexponential(12, 0.05, 80.0)
+SIGMAS = sigma_schedules.get_sigmas_polyexponential(12, 0.05, 80.0)
 PAIRS = [
     ("sample_euler", {}),
     ("sample_heun", {}),
@@ -106,7 +106,7 @@ def _gaussian_problem(n=8000, dims=4):
 )
 def test_gaussian_toy_distribution(name, opts):
     den, mu, s, z = _gaussian_problem()
-    sigmas = schedules.get_sigmas_polyexponential(60, 0.01, 80.0)
+    sigmas = sigma_schedules.get_sigmas_polyexponential(60, 0.01, 80.0)
     x0 = getattr(samplers, name)(den, z * sigmas[0], sigmas, disable=True, **opts)
     torch.testing.assert_close(x0.mean(0, keepdim=True), mu, atol=0.04, rtol=0)
     torch.testing.assert_close(x0.std(0, keepdim=True), s, rtol=0.05, atol=0.01)
@@ -114,7 +114,7 @@ def test_gaussian_toy_distribution(name, opts):
 
 def test_ode_samplers_converge_to_exact_solution_dpmpp_fastest():
     den, _, _, z = _gaussian_problem(n=256)
-    sigmas = schedules.get_sigmas_polyexponential(10, 0.01, 80.0)
+    sigmas = sigma_schedules.get_sigmas_polyexponential(10, 0.01, 80.0)
     x = z * sigmas[0]
     exact = den.ode_solution(x, 80.0, 0.0)
     err = {
@@ -123,13 +123,13 @@ def test_ode_samplers_converge_to_exact_solution_dpmpp_fastest():
     }
     assert err["sample_dpmpp_2m"] < err["sample_euler"] / 5
     assert err["sample_heun"] < err["sample_euler"]
-    fine = samplers.sample_dpmpp_2m(den, x, schedules.get_sigmas_polyexponential(80, 0.01, 80.0), disable=True)
+    fine = samplers.sample_dpmpp_2m(den, x, sigma_schedules.get_sigmas_polyexponential(80, 0.01, 80.0), disable=True)
     assert (fine - exact).abs().max().item() < err["sample_dpmpp_2m"]
 
 
 def test_sde_samplers_reproducible_with_seed():
     den, _, _, z = _gaussian_problem(n=4)
-    sigmas = schedules.get_sigmas_polyexponential(8, 0.05, 80.0)
+    sigmas = sigma_schedules.get_sigmas_polyexponential(8, 0.05, 80.0)
     x = z * sigmas[0]
     runs = [
         samplers.sample_dpmpp_3m_sde(den, x, sigmas, disable=True, noise_sampler=BrownianTreeNoiseSampler(x, 0.05, 80.0, seed=s))

@@ -7,7 +7,7 @@ import torch
 
 from tests.helpers.kdiffusion import load_k_diffusion
 
-from musicdiff.sampling import noise, schedules
+from musicdiff.sampling import noise, sigma_schedules
 
 K = load_k_diffusion()
 
@@ -15,30 +15,30 @@ K = load_k_diffusion()
 @pytest.mark.parametrize("n", [1, 2, 10, 100])
 def test_schedules_match_k_diffusion(n):
     for rho in (0.5, 1.0, 2.0):
-        ours = schedules.get_sigmas_polyexponential(n, 0.3, 500.0, rho)
+        ours = sigma_schedules.get_sigmas_polyexponential(n, 0.3, 500.0, rho)
         assert torch.equal(ours, K.sampling.get_sigmas_polyexponential(n, 0.3, 500.0, rho))
     for rho in (3.0, 7.0):
-        ours = schedules.get_sigmas_karras(n, 0.3, 500.0, rho)
+        ours = sigma_schedules.get_sigmas_karras(n, 0.3, 500.0, rho)
         assert torch.equal(ours, K.sampling.get_sigmas_karras(n, 0.3, 500.0, rho))
-    assert torch.equal(schedules.get_sigmas_exponential(n, 0.3, 500.0), K.sampling.get_sigmas_exponential(n, 0.3, 500.0))
+    assert torch.equal(sigma_schedules.get_sigmas_exponential(n, 0.3, 500.0), K.sampling.get_sigmas_exponential(n, 0.3, 500.0))
 
 
 def test_schedule_shape_and_order():
-    for fn in (schedules.get_sigmas_polyexponential, schedules.get_sigmas_karras, schedules.get_sigmas_exponential):
+    for fn in (sigma_schedules.get_sigmas_polyexponential, sigma_schedules.get_sigmas_karras, sigma_schedules.get_sigmas_exponential):
         s = fn(20, 0.3, 500.0)
         assert s.shape == (21,) and s[-1] == 0
         assert torch.all(s[:-1] > 0) and torch.all(s[1:] < s[:-1])
         assert s[0] == pytest.approx(500.0, rel=1e-5) and s[-2] == pytest.approx(0.3, rel=1e-5)
     # rho = 1 polyexponential is the exponential schedule
     torch.testing.assert_close(
-        schedules.get_sigmas_polyexponential(30, 0.3, 500.0, 1.0), schedules.get_sigmas_exponential(30, 0.3, 500.0)
+        sigma_schedules.get_sigmas_polyexponential(30, 0.3, 500.0, 1.0), sigma_schedules.get_sigmas_exponential(30, 0.3, 500.0)
     )
 
 
 @pytest.mark.parametrize("args", [(0, 0.3, 500.0), (10, 0.0, 500.0), (10, 5.0, 1.0), (2.5, 0.3, 1.0)])
 def test_schedule_bad_input(args):
     with pytest.raises(ValueError):
-        schedules.get_sigmas_karras(*args)
+        sigma_schedules.get_sigmas_karras(*args)
 
 
 def test_brownian_tree_matches_k_diffusion():

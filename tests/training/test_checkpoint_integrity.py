@@ -29,11 +29,12 @@ from musicdiff.files.checksums import (
     verify_records,
 )
 from musicdiff.training import checkpoint as ckpt
+from musicdiff.training.tasks.base import Task as TaskBase
 from musicdiff.training.trainer import Trainer
 from tests.training.test_trainer import ToyData as Data  # y = x @ w, learnt in a few dozen steps
 
 
-class Task(nn.Module):
+class Task(TaskBase):
     def __init__(self, poison_at=None):
         super().__init__()
         torch.manual_seed(0)

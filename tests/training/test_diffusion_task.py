@@ -14,6 +14,8 @@ from omegaconf import OmegaConf
 from musicdiff.diffusion import UniformTimesteps, VObjectiveLoss
 from musicdiff.models.conditioners import ConditionerSet, LUTConditioner, NumberConditioner
 from musicdiff.models.dit import DiffusionTransformer
+from musicdiff.sampling.samplers import sample_dpmpp_2m
+from musicdiff.sampling.spec import SamplerSpec
 from musicdiff.training.lr_schedules import InverseLR
 from musicdiff.training.tasks.diffusion import DiffusionTask, EMAWarmup
 
@@ -85,10 +87,8 @@ def _task(lr=3e-3, cfg_dropout_prob=0.1, autoencoder=True, seed=0, **kw):
         cfg_dropout_prob=cfg_dropout_prob,
         demo_prompts=["up", "down"],
         demo_seconds=0.4,
-        demo_steps=20,
-        demo_cfg_scale=1.5,
-        demo_sigma_min=0.02,
-        demo_sigma_max=80.0,
+        sampler=kw.pop("sampler", None) or SamplerSpec(sample_dpmpp_2m, steps=20, cfg_scale=1.5, sigma_min=0.02,
+                                                       sigma_max=80.0),
         **kw,
     )
 

@@ -103,7 +103,7 @@ def test_tiny_autoencoder_trains_on_real_music_then_generates(checkset: Path, tm
 
     from musicdiff.cli.generate import generate
     from musicdiff.cli.train import train
-    from musicdiff.data.encode import encode_dataset
+    from musicdiff.data.latent_writer import encode_dataset
     from musicdiff.pretrained import load_pretrained
     from tests.conftest import compose_root
 

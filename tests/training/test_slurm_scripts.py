@@ -78,7 +78,7 @@ def test_single_node_script_checkpoints_requeues_and_resumes(tmp_path):
             assert job.poll() is None and time.time() < deadline, out.read_text()[-5000:]
             time.sleep(0.05)
         job.send_signal(signal.SIGUSR1)  # what --signal=B:USR1@300 does before the time limit
-        assert job.wait(timeout=240) == 0, out.read_text()[-5000:]
+        assert job.wait(timeout=480) == 0, out.read_text()[-5000:]
     finally:
         if job.poll() is None:
             job.kill()
@@ -90,7 +90,7 @@ def test_single_node_script_checkpoints_requeues_and_resumes(tmp_path):
     assert "--machine_rank \"$SLURM_NODEID\"" in text and "--multi_gpu" in text
 
     # the requeued job: same job id and run dir, resumes and finishes (no signal this time)
-    subprocess.run(cmd, env=env, cwd=tmp_path, check=True, capture_output=True, timeout=240)
+    subprocess.run(cmd, env=env, cwd=tmp_path, check=True, capture_output=True, timeout=480)
     assert (run / "export" / "COMPLETE").is_file()
     assert _last_step(run) == 40
     assert "resumed from" in "".join(p.read_text() for p in run.glob("*.log"))

@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from musicdiff.training import checkpoint as ckpt
+from musicdiff.training.tasks.base import Task
 from musicdiff.training.trainer import NonFiniteLossError, Trainer
 
 
@@ -25,7 +26,7 @@ class ToyData(Dataset):
                 "seconds_start": 0.0, "seconds_total": 1.0, "path": str(i)}
 
 
-class ToyTask(nn.Module):
+class ToyTask(Task):
     def __init__(self, nan_at=(), lr=0.05):
         super().__init__()
         torch.manual_seed(0)
@@ -154,7 +155,7 @@ class ProbeTask(ToyTask):
         self.true_grads.append([g.detach().float() for g in torch.autograd.grad(loss, params, retain_graph=True)])
         self._hooked.clear()
         self.before.append([p.detach().clone() for p in params])
-        self.scales.append(ctx.trainer.scaler.get_scale() if ctx.trainer.scaler is not None else None)
+        self.scales.append(ctx.scaler.get_scale() if ctx.scaler is not None else None)
         ctx.backward_step("main", loss)
         self.raw_grads.append(self._hooked[-1])  # the weight gradient as the backward pass produced it
         self.after.append([p.detach().clone() for p in params])
@@ -194,7 +195,7 @@ def test_fp16_matches_fp32_and_the_grad_scaler_scales_then_unscales(tmp_path):
     task = ProbeTask(lr=lr)
     AcceleratorState._reset_state(reset_partial_state=True)  # the process-wide state holds one precision
     try:
-        tr = _trainer(max_steps=8, batch_size=16, checkpoint_every=0, mixed_precision="fp16")
+        tr = _trainer(max_steps=8, batch_size=16, checkpoint_every=0, precision="fp16")
         tr.fit(task, ToyData(), run_dir=tmp_path)
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)

@@ -25,7 +25,7 @@ log = logging.getLogger("musicdiff")
 
 def encode(cfg: DictConfig) -> dict:
     """Encode every usable file of ``cfg.dataset`` with the autoencoder; returns the summary."""
-    from musicdiff.data.encode import encode_dataset
+    from musicdiff.data.latent_writer import encode_dataset
 
     validate_targets(cfg)  # before the autoencoder is loaded
     if cfg.autoencoder_from:

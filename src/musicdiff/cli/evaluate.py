@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import hydra
 from hydra.utils import instantiate
@@ -20,6 +21,29 @@ from musicdiff.config.paths import config_dir
 from musicdiff.config.runtime import atomic_write_text, prepare_run
 
 log = logging.getLogger("musicdiff")
+
+
+def _log_window_curves(suite, results: dict[str, float], run_dir, logger) -> None:
+    """Long-form per-window metrics as curves: one metric per curve with ``step = window index``, and a plot.
+
+    ``longform_fd_w<k>`` becomes ``eval/longform_fd_by_window`` at step ``k`` (likewise
+    ``longform_repetition_w<k>``), and ``longform_curves.png`` in the run dir (MLflow artifact).
+    """
+    from musicdiff.evaluation.longform import LongformMetrics, window_curves
+
+    longform = [m for m in suite if isinstance(m, LongformMetrics)]
+    curves = window_curves(results, [m.name for m in longform]) if longform else {}
+    if not curves:
+        return
+    for name, points in curves.items():
+        for k, value in points:
+            logger.log_metrics({f"eval/{name}_by_window": value}, k)
+    from musicdiff.tracking.plots import curves_figure, save_figure
+
+    path, tmp = run_dir / "longform_curves.png", run_dir / ".longform_curves.tmp.png"
+    save_figure(curves_figure(curves, longform[0].window_seconds, "long-form metrics per window"), tmp)
+    os.replace(tmp, path)  # never a half-written plot
+    logger.log_artifact(path)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -43,6 +67,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         logger.log_metrics({f"eval/{k}": float(v) for k, v in results.items()}, 0)
         atomic_write_text(run_dir / "metrics.json", json.dumps(results, indent=2))
         logger.log_artifact(run_dir / "metrics.json")
+        _log_window_curves(suite, results, run_dir, logger)
     for k, v in results.items():
         log.info("%s = %.6g", k, v)
     return results

@@ -88,7 +88,8 @@ def generate(cfg: DictConfig) -> list[Path]:
             batch = requests[lo: lo + cfg.batch_size]
             audios = gen.generate([r.prompt for r in batch], durations=[r.duration or gen.max_duration for r in batch],
                                   seeds=[r.seed for r in batch], negative_prompts=[r.negative_prompt for r in batch]
-                                  if any(r.negative_prompt for r in batch) else None, **extra)
+                                  if any(r.negative_prompt for r in batch) else None,
+                                  fields=[r.fields for r in batch], **extra)
             for j, (req, audio) in enumerate(zip(batch, audios)):
                 path = writer.write(f"{lo + j:05d}_seed{req.seed}", audio, req)
                 logger.log_audio(f"generate/{lo + j:05d}", audio, gen.sample_rate, 0)

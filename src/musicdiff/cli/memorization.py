@@ -5,7 +5,10 @@ in-distribution prompts (the repeated items' captions, then other training capti
 out-of-distribution prompts file, ranks the generations by their nearest-neighbour similarity to
 the training set and writes ``report/index.html`` (the top generations next to their closest
 training items, with players and spectrograms), ``summary.json`` and the embeddings; metrics and
-the report go to MLflow. With ``generated_dir=...`` existing audio is analysed instead.
+the report go to MLflow. With ``generated_dir=...`` existing audio is analysed instead. Next to the
+replica detector (``embedder=``) a real music model (``music_embedder=``, musicnn) gives FD, pooled
+KL and nearest-neighbour numbers of the generations against the training set
+(:mod:`musicdiff.memorization.music_metrics`).
 
 Examples:
     musicdiff-memorization checkpoint=outputs/demo/dit/export ood_prompts_file=experiments/memorization/ood_prompts.txt
@@ -36,6 +39,9 @@ from musicdiff.memorization.analysis import (
 )
 from musicdiff.memorization.inputs import (
     MANIFEST, EmbeddingCache, embedding_key, folder_items, link_or_copy, training_items,
+)
+from musicdiff.memorization.music_metrics import (
+    cached_music_features, music_features, music_metrics, write_music_summary,
 )
 from musicdiff.memorization.repeats import find_repeats
 from musicdiff.sampling.outputs import GenerationWriter
@@ -76,6 +82,20 @@ def _training_embeddings(cfg: DictConfig, embedder, items: list[AudioItem], emb_
         {"embedding_key": key, "cache": str(cache.dir) if cache else None,
          "items": [{"name": it.name, "prompt": it.prompt, "path": it.path} for it in kept_items]}, indent=1))
     return emb, kept_items, Counter(skipped), key, cached is not None
+
+
+def _music_model(cfg: DictConfig, items: list[AudioItem], emb_dir: Path):
+    """The music embedder, its name and its training-set features (cached), or ``None`` when off."""
+    if not cfg.music_metrics or cfg.get("music_embedder") is None:
+        return None
+    embedder = instantiate(cfg.music_embedder)
+    name = type(embedder).__name__.removesuffix("Embedder").lower()
+    key = embedding_key(cfg.music_embedder, cfg.dataset)
+    feats, hit = cached_music_features(cfg.cache_dir, key, items,
+                                       lambda: music_features(embedder, items, cfg.embed_batch_size))
+    np.save(emb_dir / f"train_{name}_features.npy", feats["features"])
+    log.info("%s features of %d training items (cache %s)", name, len(items), "hit" if hit else "miss")
+    return embedder, name, feats, hit
 
 
 def _requests(cfg: DictConfig, in_prompts: list[str]) -> list[tuple[str, GenerationRequest]]:
@@ -149,13 +169,29 @@ def memorize(cfg: DictConfig) -> dict[str, float]:
         gen_emb, kept, gen_skipped = embed_readable_items(embedder, gens, cfg.embed_batch_size, progress=cfg.progress,
                                                           desc="embed generations")
         gens = [gens[i] for i in kept]
+        music = _music_model(cfg, items, emb_dir)
+        per_gen: list = []
+        if music is not None:
+            music_embedder, music_name, train_music, music_hit = music
+            gen_music = music_features(music_embedder, gens, cfg.embed_batch_size)
+            np.save(emb_dir / f"generation_{music_name}_features.npy", gen_music["features"])
+
+            def extra_metrics(ranking):
+                scalars, per = music_metrics(train_music, gen_music, gens, ranking, f"memorization/{music_name}",
+                                             index_kwargs)
+                per_gen.extend(per)
+                scalars[f"memorization/{music_name}/cache_hit"] = float(music_hit)
+                write_music_summary(emb_dir / f"{music_name}_metrics.json", scalars, per, gens, items)
+                return scalars
+        else:
+            extra_metrics = None
 
         result = run_memorization_analysis(
             embedder, items, gens, report_dir, k=cfg.k, top_n=cfg.top_n, repeat_threshold=cfg.repeat_threshold,
             repeat_k=cfg.repeat_k, training_embeddings=train_emb, generation_embeddings=gen_emb, repeats=repeats,
             index_kwargs=index_kwargs, embed_media=cfg.embed_media, report_sample_rate=cfg.report_sample_rate,
             max_report_seconds=cfg.max_report_seconds, logger=logger, embeddings_dir=emb_dir,
-            save_training_embeddings=False)
+            save_training_embeddings=False, extra_metrics=extra_metrics)
         extra = {"memorization/num_training_items": float(len(items)),
                  "memorization/num_skipped_training": float(sum(train_skipped.values())),
                  "memorization/num_skipped_generated": float(sum(gen_skipped.values())),
@@ -165,6 +201,8 @@ def memorize(cfg: DictConfig) -> dict[str, float]:
         top = [{"rank": r, "name": m.name, "prompt": m.prompt, "split": m.split, "similarity": m.top_similarity,
                 "neighbours": [{"name": items[t].name, "prompt": items[t].prompt, "similarity": s}
                                for t, s in zip(m.neighbours, m.similarities)]}
+               | ({music[1]: {"nearest": items[per_gen[m.generation]["nearest"]].name,
+                              "similarity": per_gen[m.generation]["similarity"]}} if per_gen else {})
                for r, m in enumerate(result.ranking[:cfg.top_n], 1)]
         atomic_write_text(run_dir / "summary.json", json.dumps({
             "config_hash": digest, "metrics": metrics, "report": str(result.report_path.relative_to(run_dir)),

@@ -152,10 +152,11 @@ class SweepConfig:
     grace_period: Optional[int] = None  # seconds without heartbeat before a trial is failed (null: 2x interval)
     max_retries: Optional[int] = 2  # re-runs of a trial whose worker died (null: unlimited)
     max_consecutive_failures: int = 3  # a worker stops after this many failed trials in a row (0: never)
-    objective: str = "fd_mel"  # metric key returned by the trial runner
+    objective: str = "fd_musicnn"  # metric key returned by the trial runner
     search_space: Any = field(default_factory=dict)
     base_overrides: list = field(default_factory=list)  # overrides of every trial's config
     eval_overrides: list = field(default_factory=list)  # overrides of the evaluate config (generate_eval)
+    eval_metrics: Optional[str] = "musicnn"  # conf/metrics option of the trials' evaluation (null: evaluate's default)
 
 
 @dataclass
@@ -163,12 +164,14 @@ class MemorizationConfig:
     """Root of ``conf/memorization.yaml`` (SA2 §4.5 memorization analysis)."""
 
     embedder: Any = MISSING
+    music_embedder: Any = None  # real music model of the FD/KL/NN numbers (conf/embedder/<option>)
     dataset: Any = MISSING
     autoencoder: Any = MISSING
     sampler: Any = MISSING
     logger: Any = MISSING
     paths: PathsConfig = field(default_factory=PathsConfig)
     run_name: str = "memorization"
+    music_metrics: bool = True  # report music_embedder's numbers next to the detector's
     seed: int = 0  # generation seeds and the order of the filling training captions
     checkpoint: Optional[str] = None  # model to generate from: export | checkpoints/step_* | SAT file
     autoencoder_from: Optional[str] = None  # take the autoencoder from this source instead

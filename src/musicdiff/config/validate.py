@@ -121,6 +121,26 @@ def _check_value(path: str, key: str, node: DictConfig, param: inspect.Parameter
                           f"{name or str(tp).replace('typing.', '')}")
 
 
+def _forwarded_keys(cls: type) -> list[str] | None:
+    """Keyword names a musicdiff class whose ``__init__`` takes ``**kwargs`` passes on to its base classes'
+    ``__init__`` (e.g. ``ARCTask`` -> ``DiffusionTask``): the explicit names up the MRO until a musicdiff
+    ``__init__`` without ``**kwargs``; None where that chain leaves the package (anything may be accepted)."""
+    names: list[str] = []
+    for base in cls.__mro__[1:]:
+        if "__init__" not in vars(base):
+            continue
+        if not base.__module__.startswith("musicdiff."):
+            return None
+        try:
+            params = inspect.signature(base.__init__).parameters
+        except (TypeError, ValueError):
+            return None
+        names += [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self"]
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            return names
+    return None
+
+
 def validate_targets(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for an unknown key or a value of the wrong type, before anything is built.
 
@@ -151,15 +171,18 @@ def validate_targets(cfg: DictConfig) -> None:
         except (TypeError, ValueError):
             continue
         params = sig.parameters
-        if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-            continue
         valid = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        forwarded: list[str] = []
+        if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            if not isinstance(fn, type) or (keys := _forwarded_keys(fn)) is None:
+                continue
+            forwarded = [k for k in keys if k not in valid]
         hints = None
         for key in node.keys():
-            if key in _HYDRA_KEYS:
+            if key in _HYDRA_KEYS or key in forwarded:  # a base class's argument: its type is left to it
                 continue
             if key not in valid:
-                raise _unknown_key(path, key, valid, str(target))
+                raise _unknown_key(path, key, valid + forwarded, str(target))
             hints = _hints(fn) if hints is None else hints
             if key in hints:
                 _check_value(path, str(key), node, params[key], hints[key], str(target))

@@ -34,6 +34,7 @@ from musicdiff.data.audio_io import (
     AUDIO_EXTENSIONS, AudioInfo, AudioLoadError, audio_info, display_path, file_peak, full_scale_gain, is_silent,
     load_audio, resampled_length,
 )
+from musicdiff.data.base import FileDataset, SourceFile, item_fields
 from musicdiff.data.manifest import MetadataError, find_manifest, normalize_relpath, read_manifest, sidecar_metadata
 from musicdiff.data.prompts import PromptBuilder
 
@@ -70,7 +71,7 @@ class EpochSeededItems:
         return item_rng(self.seed, self.epoch, idx, self._occurrences[idx])
 
 
-class AudioFolderDataset(EpochSeededItems, Dataset):
+class AudioFolderDataset(EpochSeededItems, FileDataset, Dataset):
     """Random windows of the audio files under ``root`` (recursive).
 
     Args:
@@ -239,6 +240,14 @@ class AudioFolderDataset(EpochSeededItems, Dataset):
         """Metadata fields of file ``idx`` (manifest entry, else a ``<stem>.json`` sidecar), read at construction."""
         return dict(self._metadata[idx])
 
+    def source_files(self) -> list[SourceFile]:
+        """Every usable file: its name relative to ``root``, its path and its metadata (data/base.py)."""
+        return [SourceFile(self.relpath(i), self.files[i], self.metadata(i)) for i in range(len(self))]
+
+    def audio_source(self) -> AudioFolderDataset:
+        """The dataset itself: :meth:`load_full` reads whole files at the model's rate (``musicdiff-encode``)."""
+        return self
+
     def num_frames(self, idx: int) -> int:
         """Length of file ``idx`` in frames at the model's sample rate."""
         info = self.infos[idx]
@@ -273,8 +282,10 @@ class AudioFolderDataset(EpochSeededItems, Dataset):
         mask = torch.zeros(self.window_frames, dtype=torch.bool)
         mask[:n] = True
         seconds_start, seconds_total = self.timing(offset, total)
-        return {"audio": audio, "padding_mask": mask, "prompt": self.prompt_builder(self.metadata(idx), rng),
-                "seconds_start": seconds_start, "seconds_total": seconds_total, "path": str(self.files[idx])}
+        metadata = self.metadata(idx)
+        return {**item_fields(metadata), "audio": audio, "padding_mask": mask,
+                "prompt": self.prompt_builder(metadata, rng), "seconds_start": seconds_start,
+                "seconds_total": seconds_total, "path": str(self.files[idx])}
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         """A window of file ``idx``: ``audio [C, T]``, ``padding_mask [T]``, prompt, timing, path."""

@@ -1,4 +1,4 @@
-"""Training windows of pre-encoded latents (shards written by :mod:`musicdiff.data.encode`).
+"""Training windows of pre-encoded latents (shards written by :mod:`musicdiff.data.latent_writer`).
 
 The latent counterpart of :class:`~musicdiff.data.audio_dataset.AudioFolderDataset`, like
 stable-audio-tools' ``PreEncodedDataset``: each item is a random crop of one file's latents,
@@ -21,13 +21,14 @@ from safetensors import safe_open
 from torch.utils.data import Dataset
 
 from musicdiff.data.audio_dataset import EpochSeededItems
-from musicdiff.data.encode import read_index
+from musicdiff.data.base import FileDataset, SourceFile, item_fields
+from musicdiff.data.latent_writer import read_index
 from musicdiff.data.prompts import PromptBuilder
 
 log = logging.getLogger("musicdiff.data")
 
 
-class LatentShardDataset(EpochSeededItems, Dataset):
+class LatentShardDataset(EpochSeededItems, FileDataset, Dataset):
     """Random latent windows from a directory of latent shards.
 
     Args:
@@ -103,6 +104,11 @@ class LatentShardDataset(EpochSeededItems, Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def source_files(self) -> list[SourceFile]:
+        """The audio files the latents were encoded from (under the index's ``root``; they may be gone)."""
+        return [SourceFile(rec["path"], self.audio_root / rec["path"], dict(rec.get("metadata", {})))
+                for _, rec in self.items]
+
     def _slice(self, shard: str, key: str, start: int, stop: int) -> torch.Tensor:
         handle = self._handles.get(shard)
         if handle is None:
@@ -122,8 +128,9 @@ class LatentShardDataset(EpochSeededItems, Dataset):
         latents[:, :w] = crop
         mask = torch.zeros(self.window_latents, dtype=torch.bool)
         mask[:w] = True
-        return {"latents": latents, "padding_mask": mask,
-                "prompt": self.prompt_builder(rec.get("metadata", {}), rng),
+        metadata = rec.get("metadata", {})
+        return {**item_fields(metadata), "latents": latents, "padding_mask": mask,
+                "prompt": self.prompt_builder(metadata, rng),
                 "seconds_start": float(math.floor(start * self.ratio / self.sample_rate)),
                 "seconds_total": float(rec["seconds_total"]), "path": str(self.audio_root / rec["path"])}
 

@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from musicdiff.data.audio_io import MULTICHANNEL_MODES, is_silent
+from musicdiff.data.base import AudioSource, FileDataset, SourceFile, item_fields
 from musicdiff.data.prompts import PromptBuilder
 from musicdiff.data.webdataset_io import (
     SampleError, decode_audio, decode_latents, read_shard, register_fsspec, resolve_shards, sample_metadata,
@@ -46,7 +47,7 @@ log = logging.getLogger("musicdiff.data")
 KINDS = ("audio", "latents")
 
 
-class WebDatasetShards(IterableDataset):
+class WebDatasetShards(FileDataset, IterableDataset):
     """Random training windows from WebDataset tar shards.
 
     Args:
@@ -111,6 +112,17 @@ class WebDatasetShards(IterableDataset):
     # ------------------------------------------------------------------ trainer protocol
     def __len__(self) -> int:
         return sum(self.counts)
+
+    def source_files(self) -> list[SourceFile]:
+        """Not files: the samples live inside tar shards; the memorization report needs a folder."""
+        raise TypeError(f"dataset {type(self).__name__} streams samples from tar shards ({self.urls[0]} ...), "
+                        f"not audio files: point the memorization report at the audio folder (dataset=audio_dir)")
+
+    def audio_source(self) -> AudioSource:
+        """The audio samples of local shards as whole files (``kind=audio`` only)."""
+        from musicdiff.data.webdataset_files import as_encode_source
+
+        return as_encode_source(self)
 
     def set_epoch(self, epoch: int) -> None:
         """Shard order, shuffle buffers and crops of the next loader follow ``epoch`` (called by the Trainer)."""
@@ -250,7 +262,8 @@ class WebDatasetShards(IterableDataset):
         out[:, : crop.shape[1]] = crop * gain if gain != 1.0 else crop
         mask = torch.zeros(self.window, dtype=torch.bool)
         mask[: crop.shape[1]] = True
-        return {"audio": out, "padding_mask": mask, "prompt": self.prompt_builder(_prompt_fields(meta), rng),
+        fields = _prompt_fields(meta)
+        return {**item_fields(fields), "audio": out, "padding_mask": mask, "prompt": self.prompt_builder(fields, rng),
                 "seconds_start": float(math.floor(offset / self.sample_rate)),
                 "seconds_total": float(math.ceil(total / self.sample_rate)), "path": str(meta.get("path", where))}
 
@@ -271,7 +284,8 @@ class WebDatasetShards(IterableDataset):
         total = meta.get("seconds_total")
         if total is None:
             total = math.ceil(n * self.ratio / self.sample_rate)
-        return {"latents": out, "padding_mask": mask, "prompt": self.prompt_builder(_prompt_fields(meta), rng),
+        fields = _prompt_fields(meta)
+        return {**item_fields(fields), "latents": out, "padding_mask": mask, "prompt": self.prompt_builder(fields, rng),
                 "seconds_start": float(math.floor(first_second + start * self.ratio / self.sample_rate)),
                 "seconds_total": float(total), "path": str(meta.get("path", where))}
 

@@ -9,7 +9,7 @@ sizes, while every worker still reads whole runs of consecutive samples of a few
    stream of global positions ``0 .. N-1`` (repeated with further permutations when the epoch
    needs more samples than there are, as the map-style sampler repeats a small dataset).
 2. An epoch uses ``U = batches_per_epoch x global_batch`` positions (the
-   :class:`~musicdiff.training.sampler.ResumableShardedSampler` arithmetic, so both dataset kinds
+   :class:`~musicdiff.training.data_order.ResumableShardedSampler` arithmetic, so both dataset kinds
    have epochs of the same length). Rank ``r`` takes the contiguous range ``[r R, (r+1) R)``,
    ``R = U / world_size`` (nodes x processes: ranks are global).
 3. The DataLoader takes micro-batches from its ``k`` workers round-robin, so micro-batch ``j``

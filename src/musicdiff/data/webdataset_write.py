@@ -1,6 +1,6 @@
 """Latent shards as WebDataset tars: the ``format=webdataset`` writer of ``musicdiff-encode``.
 
-Same directory contract as the default latent shards (:mod:`musicdiff.data.encode`): ``index.json``
+Same directory contract as the default latent shards (:mod:`musicdiff.data.latent_writer`): ``index.json``
 (autoencoder facts, shard list, done/failed files; ``"shard_format": "webdataset"``) rewritten after
 each shard, every shard written under a temporary name and renamed, so an interrupted run leaves
 a consistent directory and a rerun continues. Each encoded file is one sample of
@@ -21,14 +21,14 @@ import json
 
 import numpy as np
 
-from musicdiff.data.encode import INDEX_NAME, _ShardWriter, _write_atomic
+from musicdiff.data.latent_writer import INDEX_NAME, _ShardWriter, _write_atomic
 from musicdiff.data.webdataset_io import encode_npy, write_tar
 
 SHARD_FORMAT = "webdataset"
 
 
 class TarShardWriter(_ShardWriter):
-    """:class:`~musicdiff.data.encode._ShardWriter` that flushes a WebDataset tar instead of safetensors."""
+    """:class:`~musicdiff.data.latent_writer._ShardWriter` that flushes a WebDataset tar instead of safetensors."""
 
     def flush(self) -> None:
         number = len(self.index["shards"])

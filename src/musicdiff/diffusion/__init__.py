@@ -14,7 +14,7 @@ from musicdiff.diffusion.flow_denoiser import FlowDenoiser, FlowSigmaDenoiser, V
 from musicdiff.diffusion.loss import VObjectiveLoss, masked_mse
 from musicdiff.diffusion.objectives import OBJECTIVES, make_denoiser, objective_family, objective_of
 from musicdiff.diffusion.rf_loss import RectifiedFlowLoss
-from musicdiff.diffusion.schedule import (
+from musicdiff.diffusion.v_noising import (
     add_noise,
     alpha_sigma_to_t,
     sigma_to_t,

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from musicdiff.diffusion.schedule import sigma_to_t
+from musicdiff.diffusion.v_noising import sigma_to_t
 
 
 class VDenoiser(nn.Module):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from musicdiff.diffusion.densities import UniformTimesteps
-from musicdiff.diffusion.schedule import add_noise
+from musicdiff.diffusion.v_noising import add_noise
 
 
 class VObjectiveLoss(nn.Module):

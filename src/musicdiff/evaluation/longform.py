@@ -10,13 +10,19 @@ reports, for window position ``k`` (time ``k * window``),
   least-squares slope of those FDs per minute (> 0: quality falls off later in the track);
 * ``<name>_repetition``: mean over tracks and windows of the highest cosine similarity between a
   window and any non-adjacent window of the same track (self-similarity; 1 = exact loops), and
-  ``<name>_repetition_ref`` for the reference tracks (what "normal" repetition looks like).
+  ``<name>_repetition_ref`` for the reference tracks (what "normal" repetition looks like);
+  ``<name>_repetition_w<k>``: the same for the k-th window alone, averaged over generated tracks
+  (where along the track the loops are).
+
+:func:`window_curves` turns the ``_w<k>`` keys into curves over ``k`` (``musicdiff-evaluate``
+logs each as one MLflow metric with ``step = k`` and plots them).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import re
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -26,15 +32,18 @@ from musicdiff.evaluation.frechet import FrechetDistance
 log = logging.getLogger("musicdiff.evaluation")
 
 
-def repetition(windows: np.ndarray, min_gap: int = 2) -> float | None:
-    """Mean over windows of the max cosine similarity to a window ``>= min_gap`` positions away.
+_WINDOW_KEY = re.compile(r"^(?P<curve>.+)_w(?P<k>\d+)$")
+
+
+def window_repetition(windows: np.ndarray, min_gap: int = 2) -> np.ndarray | None:
+    """Per window, the max cosine similarity to a window ``>= min_gap`` positions away (``[P]``).
 
     Args:
         windows: one track's window embeddings ``[P, D]`` in time order.
         min_gap: smallest index distance compared (2 skips the overlapping neighbours).
 
     Returns:
-        The score, or ``None`` when the track has no pair of windows ``min_gap`` apart.
+        The scores, or ``None`` when the track has no pair of windows ``min_gap`` apart.
     """
     x = np.asarray(windows, np.float64)
     if len(x) <= min_gap:
@@ -43,7 +52,29 @@ def repetition(windows: np.ndarray, min_gap: int = 2) -> float | None:
     sim = x @ x.T
     idx = np.arange(len(x))
     sim[np.abs(idx[:, None] - idx[None]) < min_gap] = -np.inf
-    return float(sim.max(1).mean())
+    return sim.max(1)
+
+
+def repetition(windows: np.ndarray, min_gap: int = 2) -> float | None:
+    """Mean of :func:`window_repetition` over a track's windows (``None`` for too short tracks)."""
+    per_window = window_repetition(windows, min_gap)
+    return None if per_window is None else float(per_window.mean())
+
+
+def window_curves(results: Mapping[str, float], names: Sequence[str] | None = None
+                  ) -> dict[str, list[tuple[int, float]]]:
+    """``{"<curve>": [(k, value), ...]}`` from the ``<curve>_w<k>`` keys of ``results``, ``k`` ascending.
+
+    Args:
+        results: metric results (e.g. of :class:`LongformMetrics`).
+        names: keep only keys that start with ``<name>_`` for one of these metric names (``None``: all).
+    """
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for key, value in results.items():
+        m = _WINDOW_KEY.match(key)
+        if m and (names is None or any(key.startswith(f"{n}_") for n in names)):
+            curves.setdefault(m["curve"], []).append((int(m["k"]), float(value)))
+    return {c: sorted(points) for c, points in curves.items()}
 
 
 class LongformMetrics:
@@ -89,6 +120,12 @@ class LongformMetrics:
             scores = [s for s in (repetition(t) for t in tracks) if s is not None]
             if scores:
                 out[f"{self.name}_{key}"] = float(np.mean(scores))
+        per_track = [r for r in (window_repetition(g) for g in generated) if r is not None]
+        for k in range(max((len(r) for r in per_track), default=0)):
+            at_k = [r[k] for r in per_track if len(r) > k]
+            if len(at_k) < self.min_tracks:
+                break
+            out[f"{self.name}_repetition_w{k}"] = float(np.mean(at_k))
         return out
 
     def evaluate(self, generated: AudioSet, reference: AudioSet | None = None,

@@ -113,20 +113,22 @@ def patches(logmel: torch.Tensor, frames: int = PATCH_FRAMES) -> torch.Tensor:
     return logmel[:n * frames].reshape(n, frames, logmel.shape[1])
 
 
-def _max_over_frequency(conv_out: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
-    """``max_f BN(ReLU(conv_out))`` of ``[B, C, T, F]`` without materialising BN/ReLU on the big map.
+def _conv_max_over_frequency(conv: nn.Conv2d, x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
+    """``max_f BN(ReLU(conv(x)))`` ``[B, C, T]`` without materialising BN/ReLU on the big map.
 
     Eval-mode batch-norm is a per-channel affine ``a y + b`` and ReLU is monotone, so the max
     over frequency is ``a ReLU(max_f y) + b`` where ``a >= 0`` and ``a ReLU(min_f y) + b`` where
-    ``a < 0`` (exact; about a third faster on CPU than the literal order of operations).
+    ``a < 0``. The filters of the ``a < 0`` channels are negated (``min_f y = -max_f (-y)``), so
+    one ``amax`` serves every channel (exact; about 1.4x faster on CPU than the literal order of
+    operations, see experiments/bench/musicnn_embedding.py).
     """
     if bn.training:
-        return bn(F.relu(conv_out)).amax(-1)
+        return bn(F.relu(conv(x))).amax(-1)
     a = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     b = bn.bias - bn.running_mean * a
-    lo, hi = torch.aminmax(conv_out, dim=-1)
-    a_, b_ = a[:, None], b[:, None]
-    return torch.where(a_ >= 0, a_ * F.relu(hi) + b_, a_ * F.relu(lo) + b_)
+    sign = torch.where(a >= 0, 1.0, -1.0).to(a.dtype)
+    extreme = sign[:, None] * F.conv2d(x, conv.weight * sign[:, None, None, None], conv.bias * sign).amax(-1)
+    return a[:, None] * F.relu(extreme) + b[:, None]
 
 
 class Musicnn(nn.Module):
@@ -156,10 +158,10 @@ class Musicnn(nn.Module):
         x = self.bn_input(x[:, None])  # [B, 1, T, F]
         front = []
         for conv, bn in zip(self.timbral, self.timbral_bn):
-            front.append(_max_over_frequency(conv(F.pad(x, (0, 0, 3, 3))), bn))  # [B, 204, T]
+            front.append(_conv_max_over_frequency(conv, F.pad(x, (0, 0, 3, 3)), bn))  # [B, 204, T]
         for conv, bn in zip(self.temporal, self.temporal_bn):
             k = conv.kernel_size[0]  # TF 'same': the extra padding row goes at the end
-            front.append(_max_over_frequency(conv(F.pad(x, (0, 0, (k - 1) // 2, k // 2))), bn))  # [B, 51, T]
+            front.append(_conv_max_over_frequency(conv, F.pad(x, (0, 0, (k - 1) // 2, k // 2)), bn))  # [B, 51, T]
         h = torch.cat(front, 1)  # [B, 561, T]
         dense = [h]
         for i, (conv, bn) in enumerate(zip(self.mid, self.mid_bn)):
@@ -254,7 +256,7 @@ class MusicnnEmbedder:
         self.cache_key = ("musicnn", model, path)
         self._front = MusicnnFrontEndAudio()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _outputs(self, audio: Sequence[torch.Tensor], sample_rate: int | None) -> list[dict[str, torch.Tensor]]:
         """Per-clip patch outputs; patches of all clips share forward passes of ``batch_size``.
 

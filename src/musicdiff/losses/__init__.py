@@ -2,7 +2,7 @@
 
 from musicdiff.losses.adversarial import HingeGANLoss, LeastSquaresGANLoss, feature_matching
 from musicdiff.losses.discriminator import EncodecDiscriminator, MultiScaleSTFTDiscriminator
-from musicdiff.losses.kl import KLLoss, gaussian_kl
+from musicdiff.losses.posterior_kl import KLLoss, gaussian_kl
 from musicdiff.losses.mel import MultiScaleMelLoss, mel_filterbank
 from musicdiff.losses.perceptual import AWeighting
 from musicdiff.losses.stft import MultiResolutionSTFTLoss, STFTLoss, SumAndDifferenceSTFTLoss, sum_and_difference

@@ -226,7 +226,9 @@ def run_memorization_analysis(embedder: Any, training_items: Sequence[AudioItem]
                               logger: Any = None, repeats: RepeatGroups | None = None,
                               generation_embeddings: np.ndarray | None = None,
                               embeddings_dir: str | Path | None = None, save_training_embeddings: bool = True,
-                              progress: bool = False) -> MemorizationResult:
+                              progress: bool = False,
+                              extra_metrics: Callable[[list[Match]], dict[str, float]] | None = None
+                              ) -> MemorizationResult:
     """Run the SA2 §4.5 analysis and write ``out_dir/index.html`` plus embeddings and a ranking.
 
     Args:
@@ -253,6 +255,8 @@ def run_memorization_analysis(embedder: Any, training_items: Sequence[AudioItem]
             ``out_dir`` when that is logged and the training set is large).
         save_training_embeddings: write ``train_embeddings.npy`` (off when they are cached elsewhere).
         progress: progress bars while embedding.
+        extra_metrics: ``ranking -> {key: value}`` merged into the summary before the report is
+            written (e.g. the music-model numbers of :mod:`musicdiff.memorization.music_metrics`).
 
     Returns:
         The :class:`MemorizationResult`.
@@ -290,6 +294,8 @@ def run_memorization_analysis(embedder: Any, training_items: Sequence[AudioItem]
     np.save(emb_dir / "generation_embeddings.npy", gen_emb)
     ranking = rank_generations(index, gen_emb, generation_items, k)
     summary = summarize(ranking, repeats, repeat_threshold)
+    if extra_metrics is not None:
+        summary.update(extra_metrics(ranking))
     (out / "ranking.json").write_text(json.dumps({
         "summary": summary, "threshold": repeat_threshold,
         "ranking": [asdict(m) | {"neighbour_names": [training_items[i].name for i in m.neighbours]} for m in ranking],

@@ -1,9 +1,8 @@
 """Inputs of the ``musicdiff-memorization`` entry point (SA2 §4.5).
 
 * :func:`training_items`: the training set as :class:`AudioItem` files with their captions, from
-  a configured dataset: an audio folder + manifest (``AudioFolderDataset``, ``SyntheticDataset``)
-  or pre-encoded latent shards (``LatentShardDataset``: the source audio files recorded in the
-  shards' index are embedded, not decoded latents).
+  the :meth:`~musicdiff.data.base.FileDataset.source_files` of a configured dataset (for latent
+  shards: the source audio files recorded in the shards' index are embedded, not decoded latents).
 * :func:`folder_items`: a folder of already generated audio, with prompts and splits from its
   ``generations.jsonl`` (written by ``musicdiff-generate`` and by this entry point) or a prompts file.
 * :class:`EmbeddingCache`: training-set embeddings stored under a hash of the embedder and
@@ -46,36 +45,35 @@ def training_items(dataset: Any, seed: int = 0) -> tuple[list[AudioItem], Counte
     """The training files of ``dataset`` as items (name = path relative to the audio root).
 
     Args:
-        dataset: an ``AudioFolderDataset`` (or ``SyntheticDataset``) or a ``LatentShardDataset``.
+        dataset: a :class:`~musicdiff.data.base.FileDataset` (any ``conf/dataset`` option whose audio
+            is stored as files: audio folder, synthetic, latent shards).
         seed: seed of field prompts for items without a caption.
 
     Returns:
         ``(items, {reason: skipped count})``: files the dataset already rejected (unreadable,
-        silent, ...) and, for latents, source files that no longer exist (``missing_audio``).
-    """
-    from musicdiff.data.audio_dataset import AudioFolderDataset
-    from musicdiff.data.latent_dataset import LatentShardDataset
+        silent, ...) and source files that no longer exist (``missing_audio``, e.g. audio deleted
+        after encoding it into latents).
 
-    skipped: Counter = Counter(dict(getattr(dataset, "skipped", {})))
+    Raises:
+        TypeError: ``dataset`` is not a FileDataset, or its audio is not stored as files.
+    """
+    from musicdiff.data.base import FileDataset
+
+    if not isinstance(dataset, FileDataset):
+        raise TypeError(f"memorization needs a dataset of conf/dataset (a musicdiff.data.base.FileDataset), "
+                        f"got {type(dataset).__name__}")
+    skipped: Counter = Counter(dict(dataset.skipped))
     items: list[AudioItem] = []
-    if isinstance(dataset, AudioFolderDataset):
-        for i in range(len(dataset)):
-            items.append(AudioItem(dataset.relpath(i), _prompt(dataset.prompt_builder, dataset.metadata(i), i, seed),
-                                   path=str(dataset.files[i])))
-    elif isinstance(dataset, LatentShardDataset):
-        missing = []
-        for i, (_, rec) in enumerate(dataset.items):
-            path = dataset.audio_root / rec["path"]
-            if not path.is_file():
-                missing.append(str(path))
-                continue
-            items.append(AudioItem(rec["path"], _prompt(dataset.prompt_builder, rec.get("metadata", {}), i, seed),
-                                   path=str(path)))
-        if missing:
-            skipped["missing_audio"] += len(missing)
-            log.warning("%d latent items have no source audio any more (e.g. %s); skipped", len(missing), missing[0])
-    else:
-        raise TypeError(f"memorization needs an audio-folder or latent-shard dataset, got {type(dataset).__name__}")
+    missing = []
+    for i, source in enumerate(dataset.source_files()):
+        if not Path(source.path).is_file():
+            missing.append(str(source.path))
+            continue
+        items.append(AudioItem(source.name, _prompt(dataset.prompt_builder, source.metadata, i, seed),
+                               path=str(source.path)))
+    if missing:
+        skipped["missing_audio"] += len(missing)
+        log.warning("%d training items have no source audio any more (e.g. %s); skipped", len(missing), missing[0])
     if not items:
         raise ValueError(f"no training audio to analyse (skipped {dict(skipped)})")
     return items, skipped

@@ -38,6 +38,7 @@ _NUMBER_FOURIER = 256  # SAT's NumberEmbedder default
 
 
 _ANY = object()  # "any value" in the allowed-keys tables below
+_QK_NORMS = ("none", "ln")  # SAT's attn_kwargs.qk_norm values musicdiff's Attention implements
 
 
 class UnsupportedSATConfig(ValueError):
@@ -150,9 +151,15 @@ def dit_config(diffusion: Mapping[str, Any]) -> dict[str, Any]:
         "input_concat_dim": 0, "prepend_cond_dim": 0, "transformer_type": "continuous_transformer",
         "global_cond_type": "prepend", "timestep_cond_type": "global", "rotary_pos_emb": _ANY,
         "zero_init_branch_outputs": _ANY, "attn_kwargs": _ANY, "ff_kwargs": _ANY})
-    # SAT's Attention / FeedForward defaults are what musicdiff's blocks compute; anything else is refused
-    _check_allowed("diffusion.config.attn_kwargs", cfg.get("attn_kwargs") or {},
-                   {"qk_norm": "none", "differential": False, "feat_scale": False})
+    # SAT's Attention / FeedForward defaults are what musicdiff's blocks compute, plus the per-head
+    # LayerNorm QK normalisation of Stable Audio Open Small; anything else is refused
+    attn_kwargs = cfg.get("attn_kwargs") or {}
+    _check_allowed("diffusion.config.attn_kwargs", attn_kwargs,
+                   {"qk_norm": _ANY, "differential": False, "feat_scale": False})
+    qk_norm = attn_kwargs.get("qk_norm", "none")
+    if qk_norm not in _QK_NORMS:
+        raise UnsupportedSATConfig(f"diffusion.config.attn_kwargs.qk_norm={qk_norm!r} is not supported (musicdiff "
+                                   f"implements {list(_QK_NORMS)})")
     _check_allowed("diffusion.config.ff_kwargs", cfg.get("ff_kwargs") or {}, {"mult": 4, "no_bias": False,
                                                                                "glu": True})
     width, heads = int(cfg.get("embed_dim", 768)), int(cfg.get("num_heads", 8))
@@ -171,6 +178,7 @@ def dit_config(diffusion: Mapping[str, Any]) -> dict[str, Any]:
         "rotary_dim": rotary,
         "timestep_features_dim": _TIMESTEP_FEATURES,
         "use_cross_attn_mask": False,  # SAT's DiT drops the mask (padding tokens are zeroed instead)
+        "qk_norm": qk_norm,
         "gradient_checkpointing": True,  # SAT checkpoints every block while training
     }
 
@@ -275,7 +283,7 @@ def _conditioner_node(kind: str, cfg: Mapping[str, Any], cond_dim: int, t5_path:
         return {"_target_": "musicdiff.models.conditioners.T5Conditioner", "output_dim": cond_dim,
                 "model_name": t5_model_name(str(cfg.get("t5_model_name", "t5-base")), t5_path),
                 "max_length": int(cfg.get("max_length", 128)), "project_out": bool(cfg.get("project_out", False)),
-                "enable_grad": bool(cfg.get("enable_grad", False))}
+                "trainable": bool(cfg.get("enable_grad", False))}
     raise UnsupportedSATConfig(f"conditioner type {kind!r}: musicdiff imports 't5' and 'number' conditioners")
 
 
@@ -401,6 +409,9 @@ def musicdiff_to_sat(cfg: Mapping[str, Any], window_seconds: float | None = None
         raise UnsupportedSATConfig("SAT's DiT has 256 timestep Fourier features")
     if int(dit.get("ff_mult", 4)) != 4:
         raise UnsupportedSATConfig("SAT's DiT feed-forward expansion is 4")
+    qk_norm = str(dit.get("qk_norm", "none"))
+    if qk_norm not in _QK_NORMS:
+        raise UnsupportedSATConfig(f"dit.qk_norm={qk_norm!r}: SAT's DiT has {list(_QK_NORMS)} in this exporter")
     if dit.get("use_cross_attn_mask", True) and int(dit.get("cond_token_dim", 0)) > 0:
         raise UnsupportedSATConfig("SAT's DiT ignores the cross-attention mask; set dit.use_cross_attn_mask=false")
 
@@ -416,12 +427,14 @@ def musicdiff_to_sat(cfg: Mapping[str, Any], window_seconds: float | None = None
             configs.append({"id": name, "type": "t5", "config": {
                 "t5_model_name": _sat_t5_name(node.get("model_name", "t5-base"), t5_name),
                 "max_length": int(node.get("max_length", 128)), "project_out": bool(node.get("project_out", False)),
-                "enable_grad": bool(node.get("enable_grad", False))}})
+                "enable_grad": bool(node.get("trainable", node.get("enable_grad", False)))}})
         else:
             raise UnsupportedSATConfig(f"conditioner '{name}' ({kind}) has no SAT counterpart in this exporter")
     conditioning: dict[str, Any] = {"configs": configs, "cond_dim": int(cond["cond_dim"])}
     if cond.get("input_keys"):
         conditioning["default_keys"] = dict(cond["input_keys"])
+    if cond.get("field_defaults"):
+        raise UnsupportedSATConfig("conditioner.field_defaults has no SAT counterpart (SAT needs every field)")
 
     def oobleck(node: Mapping[str, Any], encoder: bool) -> dict[str, Any]:
         out = {("in_channels" if encoder else "out_channels"): int(ae["io_channels"]),
@@ -460,6 +473,7 @@ def musicdiff_to_sat(cfg: Mapping[str, Any], window_seconds: float | None = None
                     "project_global_cond": bool(dit.get("project_global_cond", True)),
                     "rotary_pos_emb": rotary > 0,
                     "transformer_type": "continuous_transformer",
+                    **({"attn_kwargs": {"qk_norm": qk_norm}} if qk_norm != "none" else {}),
                 },
             },
             "io_channels": int(dit["io_channels"]),

@@ -113,14 +113,18 @@ def stable_audio_open_small_config(
     num_heads: int = 8,
     max_length: int = 64,
     sample_size: int = 524288,
+    qk_norm: str = "ln",
     **kwargs: Any,
 ) -> dict[str, Any]:
     """A SAT ``model_config.json`` dict with Stable Audio Open Small's layout (arXiv 2505.08175 §2).
 
-    SAO Small keeps SAO 1.0's Oobleck VAE and T5-base prompt, conditions on ``seconds_total`` only,
-    and trains a 1024-wide, 16-layer DiT with rectified flow, then ARC post-training (objective
-    ``rf_denoiser``; ~11.9 s window). The released DiT also normalises queries and keys
-    (``attn_kwargs.qk_norm``), which musicdiff's attention does not implement, so it is not written here.
+    SAO Small keeps SAO 1.0's Oobleck VAE and T5-base prompt (64 tokens), conditions on
+    ``seconds_total`` only (``max_val`` 256, one 768-wide global vector), and trains a 1024-wide,
+    16-layer, 8-head DiT with rectified flow, then ARC post-training (objective ``rf_denoiser``;
+    524288 samples ≈ 11.9 s window). Unlike SAO 1.0 its DiT projects the prompt tokens to the model
+    width (``project_cond_tokens`` left at SAT's default ``True``: full key/value heads in
+    cross-attention) and normalises each head's queries and keys with a LayerNorm
+    (``attn_kwargs.qk_norm: "ln"``). These are the option values of the released ``model_config.json``.
 
     Args:
         diffusion_objective: ``rectified_flow`` (the pre-trained model) or ``rf_denoiser`` (after ARC).
@@ -131,6 +135,7 @@ def stable_audio_open_small_config(
         num_heads: DiT attention heads.
         max_length: T5 tokens per prompt.
         sample_size: window in audio samples.
+        qk_norm: SAT's ``attn_kwargs.qk_norm`` (the release: ``"ln"``; ``"none"`` leaves it out).
         **kwargs: further arguments of :func:`stable_audio_open_config` (VAE size, ``cond_dim`` ...).
 
     Returns:
@@ -146,6 +151,9 @@ def stable_audio_open_small_config(
     diffusion["global_cond_ids"] = ["seconds_total"]
     diffusion["diffusion_objective"] = diffusion_objective
     diffusion["config"]["global_cond_dim"] = model["conditioning"]["cond_dim"]
+    del diffusion["config"]["project_cond_tokens"]  # SAT's default, True, as in the release
+    if qk_norm != "none":
+        diffusion["config"]["attn_kwargs"] = {"qk_norm": qk_norm}
     if distribution_shift_options is not None:
         diffusion["distribution_shift_options"] = dict(distribution_shift_options)
     if timestep_sampler is not None:

@@ -17,7 +17,7 @@ from musicdiff.sampling.samplers import (
     sample_euler,
     sample_heun,
 )
-from musicdiff.sampling.schedules import get_sigmas_exponential, get_sigmas_karras, get_sigmas_polyexponential
+from musicdiff.sampling.sigma_schedules import get_sigmas_exponential, get_sigmas_karras, get_sigmas_polyexponential
 from musicdiff.sampling.spec import SamplerSpec
 
 __all__ = [

@@ -204,7 +204,7 @@ class GenerationWriter:
             raise RuntimeError("GenerationWriter.write outside its `with` block")
         path = write_clip(self.out_dir / f"{stem}.{self.fmt}", audio, self.sample_rate, req, self.digest,
                           overwrite=False)
-        record = {"path": path.name, "prompt": req.prompt, "seed": req.seed,
+        record = {**req.fields, "path": path.name, "prompt": req.prompt, "seed": req.seed,
                   "duration": audio.shape[-1] / self.sample_rate, **fields, "config_hash": self.digest}
         try:
             self._append_record(record)

@@ -24,7 +24,7 @@ an item's output depends only on its own seed, prompt and settings.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -174,10 +174,13 @@ class Generator:
             return self.autoencoder.decode(latents)
 
     def _conditions(
-        self, prompts: list[str], durations: list[float], negative_prompts: list[str | None] | None
+        self, prompts: list[str], durations: list[float], negative_prompts: list[str | None] | None,
+        fields: list[Mapping[str, Any]] | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Builds the cond and uncond dicts (negative prompt or zeroed cross-attention tokens)."""
-        meta = [{"prompt": p, "seconds_start": 0.0, "seconds_total": float(d)} for p, d in zip(prompts, durations)]
+        fields = fields if fields is not None else [{}] * len(prompts)
+        meta = [{**f, "prompt": p, "seconds_start": 0.0, "seconds_total": float(d)}
+                for p, d, f in zip(prompts, durations, fields)]
         cond = dict(self.conditioner(meta, self.device))
         uncond = dict(cond)
         if cond.get("cross_attn_cond") is not None:
@@ -239,6 +242,7 @@ class Generator:
         callback: Callable[[dict], None] | None = None,
         disable_progress: bool | None = True,
         return_latents: bool = False,
+        fields: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     ) -> list[torch.Tensor]:
         """Generates one audio clip per prompt.
 
@@ -258,6 +262,8 @@ class Generator:
             callback: Per-step sampler callback.
             disable_progress: Disables the progress bar.
             return_latents: Return the ``[D, window_latents]`` latents instead of audio.
+            fields: Further metadata fields for the conditioners (e.g. ``{"bpm": 120}``), one mapping
+                for the batch or one per item (:attr:`GenerationRequest.fields`).
 
         Returns:
             List of ``[C, round(duration * sample_rate)]`` audio tensors (or latents).
@@ -295,7 +301,10 @@ class Generator:
             init = self._encode(_batch_audio(init_audio, n, "init_audio"))
             x = x + init * (1 - sigmas[0]) if flow else init + x
 
-        cond, uncond = self._conditions(prompts, durations, negative_prompts)
+        if fields is None or isinstance(fields, Mapping):
+            fields = [dict(fields or {})] * n
+        fields = _as_list(fields, n, "fields")
+        cond, uncond = self._conditions(prompts, durations, negative_prompts, fields)
         denoiser = self.sampler.guided(self._precision_denoiser(), scale=cfg_scale)
         pinned: InpaintDenoiser | None = None
         if inpaint is not None:

@@ -5,21 +5,30 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Keys of a prompts-file record that GenerationRequest reads itself; every other key is a conditioning field.
+REQUEST_KEYS = ("prompt", "caption", "text", "duration", "seconds_total", "seed", "negative_prompt", "path",
+                "config_hash")
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed overflows at 2**64; torchsde's BrownianTree needs seeds >= 0
 
 
 @dataclass
 class GenerationRequest:
-    """One clip to generate."""
+    """One clip to generate.
+
+    ``fields`` holds further metadata fields for the conditioners, by name (e.g. ``{"bpm": 120}`` for a
+    conditioner ``bpm``): the generation-time counterpart of the metadata fields a dataset item carries
+    (:func:`musicdiff.data.base.item_fields`). A prompts file fills it from its other columns / keys.
+    """
 
     prompt: str
     duration: float | None = None  # seconds; None: the configured default
     seed: int | None = None  # None: base seed + index
     negative_prompt: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)  # conditioning fields beyond prompt and timing
 
 
 def _from_record(rec: dict, where: str) -> GenerationRequest:
@@ -29,9 +38,10 @@ def _from_record(rec: dict, where: str) -> GenerationRequest:
     dur = rec.get("duration", rec.get("seconds_total"))
     seed = rec.get("seed")
     neg = rec.get("negative_prompt") or None
+    fields = {k: v for k, v in rec.items() if k not in REQUEST_KEYS and v not in (None, "")}
     try:
         return GenerationRequest(prompt.strip(), float(dur) if dur not in (None, "") else None,
-                                 int(seed) if seed not in (None, "") else None, neg)
+                                 int(seed) if seed not in (None, "") else None, neg, fields)
     except ValueError as exc:
         raise ValueError(f"{where}: bad duration/seed ({exc})") from exc
 
@@ -41,7 +51,9 @@ def read_prompts_file(path: str | Path) -> list[GenerationRequest]:
 
     Formats, by extension: ``.csv`` (header with ``prompt`` and optional ``duration``, ``seed``,
     ``negative_prompt``), ``.json`` (a list of such objects or of strings), ``.jsonl`` (one object
-    per line), anything else: one prompt per non-empty line (``#`` starts a comment).
+    per line), anything else: one prompt per non-empty line (``#`` starts a comment). Any other
+    column or key (``bpm`` ...) goes to :attr:`GenerationRequest.fields` for the conditioners of
+    that name (CSV values stay strings; the conditioner converts them).
 
     Raises:
         FileNotFoundError: if the file does not exist.
@@ -146,5 +158,6 @@ def expand_requests(requests: list[GenerationRequest], num_samples: int, seed: i
                              f"(samples are {SAMPLE_SEED_STRIDE} apart), beyond the largest seed 2**63 - 1")
         for k in range(num_samples):
             out.append(GenerationRequest(r.prompt, r.duration if r.duration is not None else duration,
-                                         base + k * SAMPLE_SEED_STRIDE, r.negative_prompt or negative_prompt))
+                                         base + k * SAMPLE_SEED_STRIDE, r.negative_prompt or negative_prompt,
+                                         dict(r.fields)))
     return out

@@ -23,7 +23,7 @@ import torch
 
 from musicdiff.sampling.guidance import CFGDenoiser
 from musicdiff.sampling.noise import default_noise_sampler
-from musicdiff.sampling.schedules import get_sigmas_polyexponential
+from musicdiff.sampling.sigma_schedules import get_sigmas_polyexponential
 
 __all__ = ["SamplerSpec"]
 

@@ -224,7 +224,8 @@ def run_sweep(cfg: DictConfig, logger: RunLogger, sweep_dir: Path) -> optuna.Stu
     heartbeat = cfg.get("heartbeat_interval")
     logger_factory = _child_logger_factory(cfg, logger)
     base = list(cfg.base_overrides)
-    eval_base = list(cfg.eval_overrides)
+    # the metrics option first, so an explicit metrics=... in eval_overrides still wins
+    eval_base = [*([f"metrics={cfg.eval_metrics}"] if cfg.get("eval_metrics") else []), *cfg.eval_overrides]
 
     def objective(trial: optuna.Trial) -> float:
         if _surplus(study, trial.number, n_trials):

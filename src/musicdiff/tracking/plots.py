@@ -1,4 +1,4 @@
-"""Figures people would rather look at than read: log-magnitude spectrograms."""
+"""Figures people would rather look at than read: log-magnitude spectrograms, metric curves."""
 
 from __future__ import annotations
 
@@ -38,6 +38,31 @@ def spectrogram_figure(audio: torch.Tensor, sample_rate: int, title: str | None 
                   extent=(0.0, duration, 0.0, sample_rate / 2 / 1000))
         ax.set_ylabel(f"ch{c} kHz")
     axes[-1, 0].set_xlabel("time (s)")
+    if title:
+        axes[0, 0].set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(curves: dict[str, list[tuple[int, float]]], step_seconds: float | None = None,
+                  title: str | None = None):
+    """Plot each curve ``[(step, value), ...]`` in its own panel, e.g. the long-form metrics per window.
+
+    Args:
+        curves: ``{name: [(step, value), ...]}``.
+        step_seconds: seconds per step for a time axis (``None``: the step index).
+        title: optional figure title.
+
+    Returns:
+        A matplotlib ``Figure`` (close it after saving).
+    """
+    fig, axes = plt.subplots(len(curves), 1, figsize=(7, 2.2 * max(len(curves), 1)), squeeze=False)
+    for ax, (name, points) in zip(axes[:, 0], curves.items()):
+        steps = np.array([s for s, _ in points], dtype=float)
+        ax.plot(steps * step_seconds if step_seconds else steps, [v for _, v in points], marker="o")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("track time of the window (s)" if step_seconds else "window")
     if title:
         axes[0, 0].set_title(title)
     fig.tight_layout()

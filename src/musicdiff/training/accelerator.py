@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import warnings
 from typing import Any, ContextManager
 
 import torch
@@ -56,6 +57,27 @@ def _single_process_env() -> None:
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": os.environ.get("MASTER_PORT", str(port))})
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def resolve_precision(precision: str, mixed_precision: str | None = None) -> str:
+    """Accelerate's ``mixed_precision`` value (``no`` | ``bf16`` | ``fp16``) for ``trainer.precision``.
+
+    ``trainer.precision`` is ``fp32`` | ``bf16`` | ``fp16``, the same words as ``generator.precision``
+    (``no`` is read as ``fp32``). ``mixed_precision`` is its former name, still read with a warning.
+
+    Raises:
+        ValueError: an unknown value, naming it.
+    """
+    if mixed_precision is not None:
+        warnings.warn("trainer.mixed_precision is deprecated, use trainer.precision", FutureWarning, stacklevel=3)
+        precision = mixed_precision
+    value = "fp32" if precision == "no" else precision
+    if value not in PRECISIONS:
+        raise ValueError(f"trainer.precision must be fp32|bf16|fp16, got {precision!r}")
+    return "no" if value == "fp32" else value
+
+
 def build_accelerator(mixed_precision: str, grad_accum: int, cpu: bool, ds: dict[str, Any] | None,
                       micro_batch: int, grad_clip: float) -> Accelerator:
     """An Accelerator for the requested precision and (optional) DeepSpeed ZeRO stage.
@@ -71,7 +93,7 @@ def build_accelerator(mixed_precision: str, grad_accum: int, cpu: bool, ds: dict
     plugin, handlers = None, []
     if ds is not None:
         if mixed_precision == "fp16":
-            raise ValueError("DeepSpeed trainers support trainer.mixed_precision=bf16|no, not fp16")
+            raise ValueError("DeepSpeed trainers support trainer.precision=bf16|fp32, not fp16")
         if cpu and torch.cuda.is_available():
             raise ValueError("trainer.cpu=true with a DeepSpeed trainer on a GPU machine: Accelerate would "
                              "drop DeepSpeed; set trainer.cpu=false (DeepSpeed runs on CPU-only machines "

@@ -10,37 +10,60 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import torch
 import torch.distributed as dist
-
-if TYPE_CHECKING:
-    from musicdiff.training.trainer import Trainer
 
 log = logging.getLogger("musicdiff.trainer")
 
 
 class StepContext:
-    """What a task's ``training_step`` uses to update its parameters (``ctx.backward_step``)."""
+    """What a task's ``training_step`` uses to update its parameters (``ctx.backward_step``).
 
-    def __init__(self, trainer: "Trainer", optimizers: Mapping[str, tuple[torch.optim.Optimizer, Any]]):
-        self.trainer = trainer
+    Built by the Trainer once per ``fit`` from its collaborators, passed in explicitly (this module
+    does not know the Trainer). The Trainer sets :attr:`step` before each micro-batch and reads
+    :attr:`metrics`, :attr:`stepped` and :attr:`skipped` after it.
+
+    Args:
+        optimizers: ``{name: (optimizer, scheduler | None)}`` from the task's ``configure_optimizers``
+            (with DeepSpeed: the engine's optimiser).
+        grad_accum: micro-batches per optimiser step.
+        world_size: number of processes (gradients and the NaN verdict are reduced across them).
+        device: the training device (the NaN verdict is all-reduced there).
+        grad_clip: max global gradient norm (0 disables clipping; DeepSpeed clips in the engine).
+        scaler: the fp16 ``torch.amp.GradScaler``, or None.
+        engine: the DeepSpeed engine, or None (plain PyTorch optimiser steps).
+
+    Attributes:
+        step: optimiser steps finished (for warnings), set by the Trainer.
+        micro_step: micro-batches seen, advanced by the Trainer.
+        metrics: per-step metrics written here (``grad_norm/<name>``), reset by the Trainer each micro-batch.
+        stepped: ``{name: applied}`` of the current optimiser step (all False: the step was skipped).
+        skipped: non-finite losses skipped per optimiser name.
+    """
+
+    def __init__(self, optimizers: Mapping[str, tuple[torch.optim.Optimizer, Any]], *, grad_accum: int = 1,
+                 world_size: int = 1, device: torch.device | str = "cpu", grad_clip: float = 0.0,
+                 scaler: torch.amp.GradScaler | None = None, engine: Any | None = None) -> None:
         self.optimizers = optimizers
-        self.accelerator = trainer.accelerator
+        self.grad_accum, self.world_size, self.device = int(grad_accum), int(world_size), torch.device(device)
+        self.grad_clip, self.scaler, self.engine = grad_clip, scaler, engine
+        self.step = 0
         self.micro_step = 0
+        self.metrics: dict[str, float] = {}
         self.skipped: dict[str, int] = defaultdict(int)
         self.stepped: dict[str, bool] = {}
 
     @property
     def sync(self) -> bool:
         """True on the micro-step that ends a gradient-accumulation cycle."""
-        return (self.micro_step + 1) % self.trainer.grad_accum == 0
+        return (self.micro_step + 1) % self.grad_accum == 0
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
         finite = torch.isfinite(loss.detach()).all().float().reshape(1)
-        if self.trainer.world_size > 1:
-            finite = finite.to(self.accelerator.device)
+        if self.world_size > 1:
+            finite = finite.to(self.device)
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         return bool(finite.item() > 0)
 
@@ -52,37 +75,36 @@ class StepContext:
             optimiser are cleared and the skip is counted and logged.
         """
         opt, sched = self.optimizers[name]
-        tr = self.trainer
         if not self._all_finite(loss):
             self.skipped[name] += 1
-            log.warning("non-finite %s loss at step %d: step skipped", name, tr.step)
-            if tr.deepspeed:  # a zero-gradient micro-step keeps DeepSpeed's accumulation count in line
-                return self._deepspeed_step(name, sched, sum(p.sum() for p in tr.engine.parameters()
+            log.warning("non-finite %s loss at step %d: step skipped", name, self.step)
+            if self.engine is not None:  # a zero-gradient micro-step keeps DeepSpeed's accumulation count in line
+                return self._deepspeed_step(name, sched, sum(p.sum() for p in self.engine.parameters()
                                                               if p.requires_grad) * 0.0, finite=False)
             opt.zero_grad(set_to_none=True)
             self.stepped[name] = False
             return False
-        if tr.deepspeed:
+        if self.engine is not None:
             return self._deepspeed_step(name, sched, loss)
-        scaled = loss / tr.grad_accum
-        if tr.scaler is not None:
-            tr.scaler.scale(scaled).backward()
+        scaled = loss / self.grad_accum
+        if self.scaler is not None:
+            self.scaler.scale(scaled).backward()
         else:
             scaled.backward()
         if not self.sync:
             self.stepped[name] = False
             return True
         params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
-        if tr.world_size > 1:
-            _all_reduce_mean([p.grad for p in params], tr.world_size)
-        if tr.scaler is not None:
-            tr.scaler.unscale_(opt)
-        if tr.grad_clip and params:
-            norm = torch.nn.utils.clip_grad_norm_(params, tr.grad_clip)
-            tr.step_metrics[f"grad_norm/{name}"] = float(norm)
-        if tr.scaler is not None:
-            tr.scaler.step(opt)
-            tr.scaler.update()
+        if self.world_size > 1:
+            _all_reduce_mean([p.grad for p in params], self.world_size)
+        if self.scaler is not None:
+            self.scaler.unscale_(opt)
+        if self.grad_clip and params:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+            self.metrics[f"grad_norm/{name}"] = float(norm)
+        if self.scaler is not None:
+            self.scaler.step(opt)
+            self.scaler.update()
         else:
             opt.step()
         if sched is not None:
@@ -97,7 +119,7 @@ class StepContext:
         The boundary is set explicitly (Accelerate's ``backward`` would make every micro-batch one),
         and the lr schedule is stepped here once per optimiser step.
         """
-        engine = self.trainer.engine
+        engine = self.engine
         engine.set_gradient_accumulation_boundary(self.sync)
         engine.backward(loss)
         engine.step()
@@ -107,7 +129,7 @@ class StepContext:
                 sched.step()
             norm = engine.get_global_grad_norm()
             if norm is not None:
-                self.trainer.step_metrics[f"grad_norm/{name}"] = float(norm)
+                self.metrics[f"grad_norm/{name}"] = float(norm)
         return finite
 
 

@@ -1,6 +1,7 @@
 """The training loop: Accelerate set-up, NaN guard, logging, demos, checkpoints, resume, export.
 
-A task (see docs/ARCHITECTURE.md) owns its modules, optimisers and losses; the Trainer owns
+A task (:class:`musicdiff.training.tasks.base.Task`: ``configure_optimizers`` and ``training_step``,
+optional hooks with defaults) owns its modules, optimisers and losses; the Trainer owns
 everything around it, so the same loop trains the autoencoder (two optimisers, GAN) and the DiT
 (one optimiser, optionally DeepSpeed) from one CPU to many GPU nodes.
 """
@@ -20,18 +21,19 @@ from typing import Any, Mapping
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from musicdiff.data.base import begin_epoch, training_loader
 from musicdiff.data.collate import collate
 from musicdiff.files.checksums import describe_problems
 from musicdiff.tracking.base import NullLogger, RunLogger
 from musicdiff.training import checkpoint as ckpt
 from musicdiff.training import distributed as mp
-from musicdiff.training.accelerator import autocast, build_accelerator
+from musicdiff.training.accelerator import autocast, build_accelerator, resolve_precision
 from musicdiff.training.data_order import ResumableShardedSampler
 from musicdiff.training.step_context import StepContext
+from musicdiff.training.tasks.base import Task, check_task
 
 log = logging.getLogger("musicdiff.trainer")
 
@@ -51,7 +53,8 @@ class Trainer:
         max_steps: optimiser steps to train for (total, across resumes).
         batch_size: micro-batch per process.
         grad_accum: micro-batches per optimiser step.
-        mixed_precision: ``no`` | ``bf16`` | ``fp16``.
+        precision: ``fp32`` | ``bf16`` | ``fp16`` autocast of the forward (``no`` = ``fp32``), as
+            ``generator.precision``.
         grad_clip: max global grad norm (0 disables).
         num_workers: DataLoader workers per process.
         log_every: steps between metric logs.
@@ -69,16 +72,17 @@ class Trainer:
             (:mod:`musicdiff.training.distributed`): the noise no longer depends on the number of
             processes, and a resumed run draws exactly what the uninterrupted run would have.
         metrics_file: JSON-lines file in the run dir receiving every metric log (None: off).
+        mixed_precision: deprecated name of ``precision`` (Accelerate's ``no`` | ``bf16`` | ``fp16``).
     """
 
     def __init__(self, max_steps: int = 1000, batch_size: int = 4, grad_accum: int = 1,
-                 mixed_precision: str = "no", grad_clip: float = 1.0, num_workers: int = 0,
+                 precision: str = "fp32", grad_clip: float = 1.0, num_workers: int = 0,
                  log_every: int = 10, demo_every: int = 0, checkpoint_every: int = 0, keep_last: int = 3,
                  resume: str = "auto", max_consecutive_skips: int = 20, cpu: bool = False,
                  deepspeed: dict | None = None, progress: bool = True, export_dir_name: str = "export",
-                 step_seeding: bool = True, metrics_file: str | None = "metrics.jsonl") -> None:
-        if mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"trainer.mixed_precision must be no|bf16|fp16, got {mixed_precision!r}")
+                 step_seeding: bool = True, metrics_file: str | None = "metrics.jsonl",
+                 mixed_precision: str | None = None) -> None:
+        mixed_precision = resolve_precision(precision, mixed_precision)  # Accelerate's name of the value
         max_steps, batch_size, grad_accum = (_whole("max_steps", max_steps, 1), _whole("batch_size", batch_size, 1),
                                              _whole("grad_accum", grad_accum, 1))
         num_workers, log_every = _whole("num_workers", num_workers, 0), _whole("log_every", log_every, 1)
@@ -98,7 +102,6 @@ class Trainer:
         self.deepspeed_cfg = dict(deepspeed) if deepspeed else None
         self.export_dir_name, self.step_seeding, self.metrics_file = export_dir_name, step_seeding, metrics_file
         self.step = 0
-        self.step_metrics: dict[str, float] = {}
         self._stop_requested = False  # set by a signal on this rank
         self._stop = False  # agreed by all ranks at a step boundary
         self._signal: int | None = None
@@ -109,7 +112,7 @@ class Trainer:
         log.warning("signal %d: saving a checkpoint and stopping at the next step", signum)
         self._stop_requested, self._signal = True, signum
 
-    def _setup(self, task: nn.Module) -> dict[str, tuple[torch.optim.Optimizer, Any]]:
+    def _setup(self, task: Task) -> dict[str, tuple[torch.optim.Optimizer, Any]]:
         self.accelerator = build_accelerator(self.mixed_precision, self.grad_accum, self.cpu, self.deepspeed_cfg,
                                              self.batch_size, self.grad_clip)
         self.world_size = self.accelerator.num_processes
@@ -140,12 +143,9 @@ class Trainer:
         return optimizers
 
     def _loader(self, dataset: Dataset, sampler: ResumableShardedSampler) -> DataLoader:
-        if hasattr(dataset, "make_loader"):  # streaming datasets shard and resume from the sampler's position
-            return dataset.make_loader(sampler, batch_size=self.batch_size, num_workers=self.num_workers,
-                                       collate_fn=collate, pin_memory=self.accelerator.device.type == "cuda")
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          collate_fn=collate, drop_last=True, persistent_workers=False,
-                          pin_memory=self.accelerator.device.type == "cuda")
+        # The dataset protocol (data/base.py): map-style by default, streaming datasets build their own.
+        return training_loader(dataset, sampler, batch_size=self.batch_size, num_workers=self.num_workers,
+                               collate_fn=collate, pin_memory=self.accelerator.device.type == "cuda")
 
     def _state(self, optimizers, epoch: int, batch_in_epoch: int) -> dict[str, Any]:
         return {
@@ -163,10 +163,6 @@ class Trainer:
         """Items per optimiser step over all processes."""
         return self.batch_size * self.grad_accum * self.world_size
 
-    @staticmethod
-    def _modules(task: nn.Module) -> dict[str, nn.Module]:
-        return task.checkpoint_modules() if hasattr(task, "checkpoint_modules") else {"task": task}
-
     def _save(self, task, optimizers, epoch, batch_in_epoch, run_dir: Path, config, config_hash) -> None:
         """Checkpoint on all ranks: staging dir, DeepSpeed shards (every rank), then the main rank's files."""
         if self.step == self._saved_step:
@@ -177,7 +173,7 @@ class Trainer:
         if self.is_main:
             ckpt.begin_checkpoint(root, self.step)
         self.accelerator.wait_for_everyone()
-        modules: dict[str, Any] = self._modules(task)
+        modules: dict[str, Any] = task.checkpoint_modules()
         if self.deepspeed:
             try:
                 mp.save_engine(self.engine, staging)
@@ -229,7 +225,7 @@ class Trainer:
                 skip.add(path)
 
     def _load(self, task, optimizers, path: Path) -> tuple[int, int]:
-        modules = self._modules(task)
+        modules = task.checkpoint_modules()
         if self.deepspeed:
             mp.load_engine(self.engine, path)  # the whole model + every rank's ZeRO shard
             state = ckpt.load_checkpoint(path, None if self.zero_stage == 3 else modules)
@@ -252,14 +248,19 @@ class Trainer:
         return int(state["epoch"]), int(state["batch_in_epoch"])
 
     # ------------------------------------------------------------------ loop
-    def fit(self, task: nn.Module, dataset: Dataset, logger: RunLogger | None = None, run_dir: str | Path = ".",
+    def fit(self, task: Task, dataset: Dataset, logger: RunLogger | None = None, run_dir: str | Path = ".",
             config: DictConfig | dict | None = None, config_hash: str | None = None, seed: int = 0) -> dict[str, float]:
         """Train ``task`` on ``dataset`` until ``max_steps``; returns the final averaged metrics.
 
         ``final["stopped"]`` is 1 when a SIGTERM/SIGUSR1/SIGUSR2 stopped the run early (after a
         checkpoint); a Python handler installed for that signal before (submitit's requeue on USR2)
         is then called.
+
+        Raises:
+            TypeError: ``task`` is not a :class:`~musicdiff.training.tasks.base.Task` (one line naming
+                the methods it lacks).
         """
+        check_task(task)
         logger = logger or NullLogger()
         optimizers = self._setup(task)
         rank0_dir = Path(mp.from_rank0(str(run_dir), self.world_size))
@@ -278,7 +279,9 @@ class Trainer:
         previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
         for s in previous:
             signal.signal(s, self._request_stop)
-        ctx = StepContext(self, optimizers)
+        ctx = StepContext(optimizers, grad_accum=self.grad_accum, world_size=self.world_size,
+                          device=self.accelerator.device, grad_clip=self.grad_clip, scaler=self.scaler,
+                          engine=self.engine if self.deepspeed else None)
         window: dict[str, list[float]] = defaultdict(list)
         micro: dict[str, list[float]] = defaultdict(list)
         final: dict[str, float] = {}
@@ -288,10 +291,9 @@ class Trainer:
         try:
             while self.step < self.max_steps and not self._stop:
                 sampler.set_position(epoch, batch_in_epoch)
-                if hasattr(dataset, "set_epoch"):
-                    dataset.set_epoch(epoch)
+                begin_epoch(dataset, epoch)
                 for batch in self._loader(dataset, sampler):
-                    self.step_metrics = {}
+                    ctx.step, ctx.metrics = self.step, {}
                     task.train()
                     if self.step_seeding:
                         slot = self.rank * self.grad_accum + ctx.micro_step % self.grad_accum
@@ -315,9 +317,8 @@ class Trainer:
                         consecutive_skips = 0
                     ctx.stepped = {}
                     self.step += 1
-                    if hasattr(task, "on_step_end"):
-                        task.on_step_end(self.step)
-                    values = {**{k: sum(v) / len(v) for k, v in micro.items()}, **self.step_metrics}
+                    task.on_step_end(self.step)
+                    values = {**{k: sum(v) / len(v) for k, v in micro.items()}, **ctx.metrics}
                     micro.clear()
                     values, self._stop = mp.rank_mean(values, self._stop_requested, self.world_size,
                                                       self.accelerator.device)
@@ -362,21 +363,19 @@ class Trainer:
                 handler(self._signal, None)
         return final
 
-    def _finish(self, task: nn.Module, logger: RunLogger, run_dir: Path, config, config_hash) -> None:
+    def _finish(self, task: Task, logger: RunLogger, run_dir: Path, config, config_hash) -> None:
         """Final demo and the inference export (ZeRO-3 weights are gathered on every rank first)."""
         if not (self.demo_every and self.step % self.demo_every == 0):
             self._demo(task, logger)
-        if not hasattr(task, "export"):
-            return
         from musicdiff.pretrained import write_export
 
         modules: dict[str, Any] = task.export()
-        if self.deepspeed and self.zero_stage == 3:
+        if modules and self.deepspeed and self.zero_stage == 3:
             modules = mp.full_state(self.engine, task, modules)
         if self.is_main and modules:
             out = write_export(run_dir / self.export_dir_name, modules, config, config_hash)
             log.info("exported inference weights to %s", out)
-        if self.is_main and hasattr(task, "export_files"):  # e.g. an adapter-only export
+        if self.is_main:  # e.g. an adapter-only export
             for path in task.export_files(run_dir / self.export_dir_name):
                 log.info("exported %s", path)
         self.accelerator.wait_for_everyone()
@@ -387,9 +386,9 @@ class Trainer:
             with open(run_dir / self.metrics_file, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"step": self.step, **metrics}) + "\n")
 
-    def _demo(self, task: nn.Module, logger: RunLogger) -> None:
+    def _demo(self, task: Task, logger: RunLogger) -> None:
         """Demo on the main rank (on every rank under ZeRO-3, whose forward gathers weights collectively)."""
-        if not hasattr(task, "demo") or not (self.is_main or (self.deepspeed and self.zero_stage == 3)):
+        if not (self.is_main or (self.deepspeed and self.zero_stage == 3)):
             return
         task.eval()
         with torch.no_grad():

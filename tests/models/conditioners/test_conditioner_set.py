@@ -54,6 +54,15 @@ def test_input_keys_and_missing_fields():
         cs(META, "cpu")
 
 
+def test_field_defaults_fill_items_without_the_field():
+    cs = _set(field_defaults={"seconds_start": 12.0})
+    given = cs([{"prompt": "drums and bass", "seconds_start": 12.0, "seconds_total": 95.0}], "cpu")
+    filled = cs([{"prompt": "drums and bass", "seconds_total": 95.0}], "cpu")
+    torch.testing.assert_close(filled["global_cond"], given["global_cond"])
+    with pytest.raises(ValueError, match="no metadata field 'seconds_total'.*field_defaults"):
+        cs([{"prompt": "x", "seconds_start": 0.0}], "cpu")
+
+
 def test_validation_errors():
     with pytest.raises(ValueError, match="global_cond_dim"):
         _set(global_cond_dim=16)

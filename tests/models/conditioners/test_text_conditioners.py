@@ -30,6 +30,20 @@ def test_t5_conditioner(_tiny_text_models):
     torch.testing.assert_close(again[0], emb[0])
 
 
+def test_trainable_is_the_one_name_and_old_keys_still_read(_tiny_text_models):
+    t5_path, clap_path = _tiny_text_models
+    trained = T5Conditioner(48, model_name=t5_path, max_length=8, trainable=True)
+    assert any(k.startswith("model.") for k in trained.state_dict()) and trained.model.training
+    with pytest.warns(FutureWarning, match="'enable_grad' is deprecated, use 'trainable'"):
+        old = T5Conditioner(48, model_name=t5_path, max_length=8, enable_grad=True)
+    assert old.trainable and any(p.requires_grad for p in old.model.parameters())
+    with pytest.warns(FutureWarning, match="'finetune' is deprecated"):
+        assert not CLAPTextConditioner(32, model_name=clap_path, finetune=False).trainable
+    with pytest.raises(ValueError, match="trainable=True contradicts the deprecated enable_grad=False"), \
+            pytest.warns(FutureWarning):
+        T5Conditioner(48, model_name=t5_path, trainable=True, enable_grad=False)
+
+
 def test_clap_conditioner(_tiny_text_models):
     _, clap_path = _tiny_text_models
     cond = CLAPTextConditioner(32, model_name=clap_path, max_length=20)

@@ -194,3 +194,36 @@ def test_sa2_preset_parameter_count():
 def test_smaller_presets_instantiate(name):
     n = sum(p.numel() for p in _preset(name).parameters())
     assert n < 0.3e9
+
+
+def test_qk_norm_is_a_per_head_layernorm_of_queries_and_keys():
+    """``qk_norm="ln"`` (Stable Audio Open Small): LayerNorm(head_dim, eps 1e-6, affine) on each head's
+    queries and keys before the rotary embedding, in self- and cross-attention."""
+    torch.manual_seed(0)
+    attn = _randomise(Attention(64, dim_heads=16, qk_norm="ln")).eval()
+    x = torch.randn(2, 7, 64)
+    freqs = RotaryEmbedding(8)(7)
+    q, k, v = (t.view(2, 7, 4, 16).transpose(1, 2) for t in attn.to_qkv(x).chunk(3, dim=-1))
+    norm = torch.nn.functional.layer_norm
+    q = apply_rotary(norm(q, (16,), attn.q_norm.weight, attn.q_norm.bias, 1e-6), freqs)
+    k = apply_rotary(norm(k, (16,), attn.k_norm.weight, attn.k_norm.bias, 1e-6), freqs)
+    by_hand = attn.to_out(torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(2, 7, 64))
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x, rotary_freqs=freqs), by_hand, rtol=1e-5, atol=1e-6)
+        # the norm makes attention blind to the scale of the query/key projections (not of the values)
+        before = attn(x, rotary_freqs=freqs)
+        attn.to_qkv.weight[:128].mul_(7.0)
+        torch.testing.assert_close(attn(x, rotary_freqs=freqs), before, rtol=1e-4, atol=1e-5)
+    cross = Attention(64, dim_heads=16, dim_context=32, qk_norm="ln")
+    assert cross.q_norm.normalized_shape == cross.k_norm.normalized_shape == (16,)
+    with pytest.raises(ValueError, match="qk_norm='l2'"):
+        Attention(64, qk_norm="l2")
+
+
+def test_qk_norm_parameter_layout():
+    """SAT's ``Attention(qk_norm="ln")`` names: ``q_norm``/``k_norm`` weight and bias per head dim."""
+    sd = _tiny(qk_norm="ln").state_dict()
+    for layer in ("transformer.layers.0.self_attn", "transformer.layers.1.cross_attn"):
+        for name in ("q_norm.weight", "q_norm.bias", "k_norm.weight", "k_norm.bias"):
+            assert tuple(sd[f"{layer}.{name}"].shape) == (32,), f"{layer}.{name}"
+    assert not any("q_norm" in key for key in _tiny().state_dict())

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from musicdiff.losses.kl import gaussian_kl
+from musicdiff.losses.posterior_kl import gaussian_kl
 
 STD_FLOOR = 1e-4  # added to softplus(scale), as in stable-audio-tools
 

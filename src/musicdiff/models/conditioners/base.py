@@ -7,6 +7,7 @@ bool mask ``[B, N]`` (True = real token).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import torch
@@ -34,6 +35,33 @@ class Conditioner(nn.Module):
         self, values: Sequence[Any], device: torch.device | str
     ) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+def resolve_trainable(owner: str, trainable: bool, **aliases: bool | None) -> bool:
+    """The one name for "train this pretrained encoder": ``trainable``; old keys still read.
+
+    ``enable_grad`` (T5, MiniLM) and ``finetune`` (CLAP) were earlier names of the same switch;
+    an old config or export that sets one keeps working with a ``FutureWarning``.
+
+    Args:
+        owner: class name for the messages.
+        trainable: the value of the ``trainable`` argument.
+        **aliases: the deprecated keys as given (None = not given).
+
+    Returns:
+        Whether the encoder is trained.
+
+    Raises:
+        ValueError: a deprecated key contradicts ``trainable``.
+    """
+    for key, value in aliases.items():
+        if value is None:
+            continue
+        warnings.warn(f"{owner}: '{key}' is deprecated, use 'trainable'", FutureWarning, stacklevel=3)
+        if trainable and not value:
+            raise ValueError(f"{owner}: trainable=True contradicts the deprecated {key}=False; drop '{key}'")
+        trainable = bool(value)
+    return bool(trainable)
 
 
 def load_local_pretrained(loader: Any, model_name: str, env_var: str, what: str, **kwargs: Any) -> Any:

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from musicdiff.models.conditioners.base import Conditioner, load_local_pretrained
+from musicdiff.models.conditioners.base import Conditioner, load_local_pretrained, resolve_trainable
 
 CLAP_ENV_VAR = "MUSICDIFF_CLAP_PATH"
 
@@ -30,7 +30,8 @@ class CLAPTextConditioner(Conditioner):
         use_text_features: per-token hidden states (True, SA2) or the pooled projection (False).
         feature_layer_ix: which hidden state to use (-2 = next-to-last layer, SA2).
         project_out: add a linear projection even when widths match.
-        finetune: train the text tower (registers it as a submodule); False = frozen.
+        trainable: train the encoder (registers it as a submodule); False = frozen.
+        finetune: deprecated name of ``trainable``.
     """
 
     def __init__(
@@ -41,7 +42,8 @@ class CLAPTextConditioner(Conditioner):
         use_text_features: bool = True,
         feature_layer_ix: int = -2,
         project_out: bool = False,
-        finetune: bool = False,
+        trainable: bool = False,
+        finetune: bool | None = None,
     ) -> None:
         from transformers import AutoTokenizer, ClapTextModelWithProjection
 
@@ -55,10 +57,11 @@ class CLAPTextConditioner(Conditioner):
         self.max_length = max_length
         self.use_text_features = use_text_features
         self.feature_layer_ix = feature_layer_ix
-        self.finetune = finetune
         self.tokenizer = tokenizer
-        model.train(finetune).requires_grad_(finetune)
-        if finetune:
+        trainable = resolve_trainable(type(self).__name__, trainable, finetune=finetune)
+        self.trainable = trainable
+        model.train(trainable).requires_grad_(trainable)
+        if trainable:
             self.model = model
         else:
             self.__dict__["model"] = model  # hidden from parameters(), state_dict() and .to()
@@ -77,9 +80,9 @@ class CLAPTextConditioner(Conditioner):
         )
         input_ids = enc["input_ids"].to(device)
         mask = enc["attention_mask"].to(device).bool()
-        if not self.finetune:
+        if not self.trainable:
             self.model.to(device).eval()
-        with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()):
+        with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
             out = self.model(
                 input_ids=input_ids,
                 attention_mask=mask.long(),

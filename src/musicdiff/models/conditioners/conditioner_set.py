@@ -5,7 +5,10 @@ SA2 (Evans et al., arXiv 2404.10301) §3.4 and the SAO model config: the prompt 
 cross-attention; the two timing embeddings are also concatenated along channels into the global
 vector that the DiT projects into its prepended token. Each conditioner reads the metadata
 field of its own name (or the field given in ``input_keys``), as stable-audio-tools'
-``MultiConditioner`` does.
+``MultiConditioner`` does. Datasets carry every metadata field of a file into the batch metadata
+(:func:`musicdiff.data.base.item_fields`) and generation requests carry theirs
+(``GenerationRequest.fields``), so a conditioner of a new field needs no code outside its module;
+``field_defaults`` gives the value for items without the field (e.g. the training demos).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ class ConditionerSet(nn.Module):
         cond_dim: width of every cross-attention token (checked against the conditioners).
         global_cond_dim: width of the global vector (checked: sum of the global ids' widths).
         input_keys: optional ``{name: metadata_key}`` when a conditioner reads another field.
+        field_defaults: optional ``{metadata_key: value}`` used for items that lack the field (else
+            such an item is an error naming the field).
     """
 
     def __init__(
@@ -36,6 +41,7 @@ class ConditionerSet(nn.Module):
         cond_dim: int = 0,
         global_cond_dim: int = 0,
         input_keys: Mapping[str, str] | None = None,
+        field_defaults: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.conditioners = nn.ModuleDict(dict(conditioners))
@@ -44,6 +50,7 @@ class ConditionerSet(nn.Module):
         self.cond_dim = int(cond_dim)
         self.global_cond_dim = int(global_cond_dim)
         self.input_keys = dict(input_keys or {})
+        self.field_defaults = dict(field_defaults or {})
         for name in self.cross_attn_ids + self.global_ids + list(self.input_keys):
             if name not in self.conditioners:
                 raise ValueError(
@@ -65,9 +72,10 @@ class ConditionerSet(nn.Module):
         key = self.input_keys.get(name, name)
         values = []
         for i, item in enumerate(metadata):
-            if key not in item:
-                raise ValueError(f"batch item {i} has no metadata field '{key}' (needed by '{name}')")
-            value = item[key]
+            if key not in item and key not in self.field_defaults:
+                raise ValueError(f"batch item {i} has no metadata field '{key}' (needed by '{name}'; "
+                                 f"conditioner.field_defaults can give a default)")
+            value = item.get(key, self.field_defaults.get(key))
             if isinstance(value, (list, tuple)) and len(value) == 1:
                 value = value[0]
             values.append(value)

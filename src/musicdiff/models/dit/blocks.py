@@ -70,6 +70,8 @@ class TransformerBlock(nn.Module):
         dim_context: width of the cross-attention tokens, or None for no cross-attention.
         ff_mult: feed-forward expansion (4 in SA2).
         zero_init_branch_outputs: zero-initialise every branch's output projection.
+        qk_norm: query/key normalisation of both attentions (``"none"`` or ``"ln"``, see
+            :class:`Attention`).
     """
 
     def __init__(
@@ -79,15 +81,17 @@ class TransformerBlock(nn.Module):
         dim_context: int | None = None,
         ff_mult: int = 4,
         zero_init_branch_outputs: bool = True,
+        qk_norm: str = "none",
     ) -> None:
         super().__init__()
         self.pre_norm = LayerNorm(dim)
-        self.self_attn = Attention(dim, dim_heads, zero_init_output=zero_init_branch_outputs)
+        self.self_attn = Attention(dim, dim_heads, zero_init_output=zero_init_branch_outputs, qk_norm=qk_norm)
         self.cross_attend = dim_context is not None
         if self.cross_attend:
             self.cross_attend_norm = LayerNorm(dim)
             self.cross_attn = Attention(
-                dim, dim_heads, dim_context=dim_context, zero_init_output=zero_init_branch_outputs
+                dim, dim_heads, dim_context=dim_context, zero_init_output=zero_init_branch_outputs,
+                qk_norm=qk_norm,
             )
         self.ff_norm = LayerNorm(dim)
         self.ff = FeedForward(dim, ff_mult, zero_init_output=zero_init_branch_outputs)

@@ -10,9 +10,9 @@ The network only predicts ``v``; the v-objective scalings live in
 
 Parameter names and shapes follow stable-audio-tools' ``DiffusionTransformer`` /
 ``ContinuousTransformer`` (``to_timestep_embed``, ``to_cond_embed``, ``to_global_embed``,
-``preprocess_conv``, ``transformer.layers.N.self_attn.to_qkv`` ...). The only differences in a
-checkpoint are SAT's all-zero ``*.beta`` buffers of its bias-free LayerNorms, which have no
-counterpart here and are dropped on import.
+``preprocess_conv``, ``transformer.layers.N.self_attn.to_qkv``, ``...self_attn.q_norm`` ...). The
+only differences in a checkpoint are SAT's all-zero ``*.beta`` buffers of its bias-free LayerNorms,
+which have no counterpart here and are dropped on import.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class ContinuousTransformer(nn.Module):
         dim_context: cross-attention token width, or None for no cross-attention.
         rotary_dim: rotated channels per head (SA2: half the head).
         ff_mult: SwiGLU expansion.
+        qk_norm: query/key normalisation in every attention (``"none"`` or ``"ln"``).
         gradient_checkpointing: recompute each block in the backward pass while training.
     """
 
@@ -66,6 +67,7 @@ class ContinuousTransformer(nn.Module):
         dim_context: int | None = None,
         rotary_dim: int | None = None,
         ff_mult: int = 4,
+        qk_norm: str = "none",
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
@@ -74,7 +76,7 @@ class ContinuousTransformer(nn.Module):
         rotary_dim = dim_heads // 2 if rotary_dim is None else rotary_dim
         self.rotary_pos_emb = RotaryEmbedding(rotary_dim) if rotary_dim > 0 else None
         self.layers = nn.ModuleList(
-            TransformerBlock(dim, dim_heads, dim_context=dim_context, ff_mult=ff_mult)
+            TransformerBlock(dim, dim_heads, dim_context=dim_context, ff_mult=ff_mult, qk_norm=qk_norm)
             for _ in range(depth)
         )
         self.gradient_checkpointing = gradient_checkpointing
@@ -119,6 +121,8 @@ class DiffusionTransformer(nn.Module):
         rotary_dim: rotated channels per head; None means half the head dim.
         timestep_features_dim: Fourier features of ``t`` (256).
         use_cross_attn_mask: honour ``cross_attn_mask`` (SAT/SAO were trained with it ignored).
+        qk_norm: ``"ln"`` normalises each head's queries and keys with a LayerNorm (Stable Audio
+            Open Small; Dehghani et al. arXiv 2302.05442), ``"none"`` (SA2, SAO 1.0) does not.
         gradient_checkpointing: recompute blocks in backward to save activation memory.
     """
 
@@ -136,6 +140,7 @@ class DiffusionTransformer(nn.Module):
         rotary_dim: int | None = None,
         timestep_features_dim: int = 256,
         use_cross_attn_mask: bool = True,
+        qk_norm: str = "none",
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
@@ -179,6 +184,7 @@ class DiffusionTransformer(nn.Module):
             dim_context=cond_width,
             rotary_dim=rotary_dim,
             ff_mult=ff_mult,
+            qk_norm=qk_norm,
             gradient_checkpointing=gradient_checkpointing,
         )
         # Zero-initialised 1x1 residual convs around the transformer (identity at init).

@@ -3,7 +3,8 @@
 * Residual branches are added in place, and SwiGLU multiplies into its SiLU buffer.
 * Batch rows whose conditioning tokens are all zero get no cross-attention update. That is exact:
   zero tokens give zero keys and values (the token projections and attention projections have no
-  biases), hence a zero attention output and a zero branch. Classifier-free guidance's
+  biases), hence a zero attention output and a zero branch; with ``qk_norm="ln"`` the keys become
+  the norm's bias but the values stay zero, so the branch is still zero. Classifier-free guidance's
   unconditional half is such a batch (stable-audio-tools zeroes its tokens), so half of every
   guided step's cross-attention is skipped.
 """

@@ -39,6 +39,7 @@ from musicdiff.training.ema import build_ema, update_ema
 from musicdiff.losses.discriminator import EncodecDiscriminator
 from musicdiff.losses.stft import MultiResolutionSTFTLoss, sum_and_difference
 from musicdiff.models.autoencoder import AudioAutoencoder
+from musicdiff.training.tasks.base import Task
 from musicdiff.training.tasks.divergence import DivergenceGuard
 
 log = logging.getLogger("musicdiff.trainer")
@@ -60,7 +61,7 @@ def frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(f)
 
 
-class AutoencoderTask(nn.Module):
+class AutoencoderTask(Task):
     """Holds the autoencoder, its EMA, the discriminator and the losses.
 
     Args:

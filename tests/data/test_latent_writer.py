@@ -16,8 +16,8 @@ from torch import nn
 
 from musicdiff.data.audio_dataset import AudioFolderDataset
 from musicdiff.data.collate import collate
-from musicdiff.data.encode import encode_dataset, read_index
 from musicdiff.data.latent_dataset import LatentShardDataset
+from musicdiff.data.latent_writer import encode_dataset, read_index
 from musicdiff.data.prompts import PromptBuilder
 from musicdiff.data.synthetic import generate_synthetic_dataset
 

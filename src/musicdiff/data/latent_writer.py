@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from musicdiff.data.audio_dataset import AudioFolderDataset
 from musicdiff.data.audio_io import AudioLoadError
+from musicdiff.data.base import AudioSource, FileDataset, audio_source_of
 from musicdiff.models.inference import fast_inference
 
 log = logging.getLogger("musicdiff.data")
@@ -92,7 +93,7 @@ class _ShardWriter:
 
 @torch.no_grad()
 def encode_dataset(
-    dataset_or_folder: AudioFolderDataset | str | Path,
+    dataset_or_folder: FileDataset | AudioSource | str | Path,
     autoencoder: nn.Module,
     out_dir: str | Path,
     shard_size: int = 256,
@@ -108,8 +109,10 @@ def encode_dataset(
     """Encode every usable file of a dataset (or folder) into latent shards; resumable.
 
     Args:
-        dataset_or_folder: an :class:`AudioFolderDataset` (e.g. the configured dataset) or a
-            folder, read at the autoencoder's sample rate and channel count.
+        dataset_or_folder: a :class:`~musicdiff.data.base.FileDataset` with audio (the configured
+            dataset: its :meth:`~musicdiff.data.base.FileDataset.audio_source`), an
+            :class:`~musicdiff.data.base.AudioSource`, or a folder read at the autoencoder's sample
+            rate and channel count.
         autoencoder: has ``sample_rate``, ``io_channels``, ``latent_dim``, ``downsampling_ratio``,
             ``encode(audio, sample=...)`` and ``encode_chunked(audio, chunk_size, overlap, sample=...)``.
         out_dir: output directory (created; an existing index is resumed).
@@ -136,23 +139,14 @@ def encode_dataset(
         raise ValueError(f"format must be safetensors or webdataset, got {format!r}")
     sr, channels = int(autoencoder.sample_rate), int(autoencoder.io_channels)
     ratio = int(autoencoder.downsampling_ratio)
-    if isinstance(dataset_or_folder, AudioFolderDataset):
-        dataset = dataset_or_folder
-        if (dataset.sample_rate, dataset.channels) != (sr, channels):
-            raise ValueError(f"dataset gives {dataset.sample_rate} Hz x {dataset.channels} ch but the autoencoder "
-                             f"expects {sr} Hz x {channels} ch")
-    elif isinstance(dataset_or_folder, (str, Path)):
-        dataset = AudioFolderDataset(dataset_or_folder, sr, channels, window_seconds=1.0, random_crop=False)
-    elif hasattr(dataset_or_folder, "make_loader"):  # dataset=webdataset: the samples of local audio shards
-        from musicdiff.data.webdataset_files import as_encode_source
-
-        dataset = as_encode_source(dataset_or_folder)
-        if (dataset.sample_rate, dataset.channels) != (sr, channels):
-            raise ValueError(f"dataset gives {dataset.sample_rate} Hz x {dataset.channels} ch but the autoencoder "
-                             f"expects {sr} Hz x {channels} ch")
+    if isinstance(dataset_or_folder, (str, Path)):
+        dataset: AudioSource = AudioFolderDataset(dataset_or_folder, sr, channels, window_seconds=1.0,
+                                                  random_crop=False)
     else:
-        raise TypeError(f"musicdiff-encode reads audio folders or audio shards, not a "
-                        f"{type(dataset_or_folder).__name__}")
+        dataset = audio_source_of(dataset_or_folder)  # TypeError for datasets without audio
+        if (dataset.sample_rate, dataset.channels) != (sr, channels):
+            raise ValueError(f"dataset gives {dataset.sample_rate} Hz x {dataset.channels} ch but the autoencoder "
+                             f"expects {sr} Hz x {channels} ch")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if (out / INDEX_NAME).is_file():
