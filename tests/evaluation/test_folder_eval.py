@@ -25,8 +25,8 @@ def _write_set(folder: Path, freqs, sr: int = 22050, seconds: float = 0.5, noise
         sf.write(folder / f"{i:03d}.wav", np.stack([x, 0.5 * x], 1).astype(np.float32), sr)
 
 
-def test_default_config_scores_identical_and_different_folders(tmp_path):
-    suite = instantiate(OmegaConf.load(CONF / "default.yaml"))
+def test_proxies_config_scores_identical_and_different_folders(tmp_path):
+    suite = instantiate(OmegaConf.load(CONF / "proxies.yaml"))
     freqs = [220, 277, 330, 392, 440, 523]
     _write_set(tmp_path / "ref", freqs)
     _write_set(tmp_path / "same", freqs, sr=44100)  # another system's sample rate: resampled on load

@@ -58,3 +58,43 @@ def test_musicnn_longform_on_audio():
     assert res["longform_fd_w3"] > 3 * res["longform_fd_w0"] and res["longform_fd_slope"] > 0
     with pytest.raises(ValueError, match="patch_outputs"):
         LongformMetrics(MelStatsEmbedder())
+
+
+class _MeanStd:  # patch_outputs on 1 s windows: mean and std of each window (cheap stand-in for musicnn)
+    def patch_outputs(self, audio, sample_rate=None):
+        out = []
+        for a in audio:
+            w = a.mean(0)[: len(a[0]) // sample_rate * sample_rate].reshape(-1, sample_rate)
+            out.append({"penultimate": torch.stack([w.mean(1), w.std(1)], 1).numpy()})
+        return out
+
+
+def test_window_clap_score_is_the_clap_score_of_each_window_slice(tiny_clap_dir, caplog):
+    """Per-window CLAP score == CLAPScore on each window's audio slice (tiny random CLAP, SA2 preprocessing)."""
+    from musicdiff.evaluation import CLAPScore, ClapEmbedder
+
+    sr, t = 16000, torch.arange(16000) / 16000
+    gen = []
+    for i in range(3):  # windows A A B + a 0.5 s tail (dropped): a sine twice, then noise
+        tone = 0.5 * torch.sin(2 * torch.pi * (220.0 * (i + 1)) * t)
+        noise = 0.3 * torch.randn(16000, generator=torch.Generator().manual_seed(i))
+        gen.append(torch.cat([tone, tone, noise, tone[:8000]])[None].repeat(2, 1))
+    prompts = {"a": "a happy piano melody", "b": "sad violin with drums"}  # c has no prompt: left out
+    clap = ClapEmbedder(tiny_clap_dir, long_audio="reference", peak_db=-1.0, quantize_int16=True, text_max_length=77)
+    metric = LongformMetrics(_MeanStd(), window_seconds=1.0, clap=clap)
+    names = ["a", "b", "c"]
+    res = metric.evaluate(AudioSet(gen, names, sr), AudioSet(gen, names, sr), prompts)
+    assert "1 of 3 generated tracks have no prompt" in caplog.text
+    direct = [CLAPScore(clap).score([g[:, k * sr:(k + 1) * sr] for g in gen[:2]], list(prompts.values()), sr)
+              for k in range(3)]
+    assert [res[f"longform_clap_w{k}"] for k in range(3)] == pytest.approx(direct, abs=1e-6)
+    assert "longform_clap_w3" not in res  # the 0.5 s tail is no window
+    per_track = metric.clap_windows(gen[:2], list(prompts.values()), sr)
+    for scores in per_track:  # identical windows score identically, a different window differently
+        assert scores[0] == pytest.approx(scores[1], abs=1e-7) and abs(scores[2] - scores[0]) > 1e-4
+    assert res["longform_clap"] == pytest.approx(np.mean(np.concatenate(per_track)))
+    assert res["longform_clap_slope"] == pytest.approx(np.polyfit(np.arange(3) / 60, direct, 1)[0])
+    assert [k for k, _ in window_curves(res, ["longform"])["longform_clap"]] == [0, 1, 2]
+    assert "longform_clap_w0" not in metric.evaluate(AudioSet(gen, names, sr), AudioSet(gen, names, sr), None)
+    with pytest.raises(ValueError, match="embed_text"):
+        LongformMetrics(_MeanStd(), clap=MelStatsEmbedder())

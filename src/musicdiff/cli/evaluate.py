@@ -2,6 +2,7 @@
 
 Examples:
     musicdiff-evaluate generated_dir=outputs/demo/generate/audio reference_dir=outputs/data/synthetic
+    musicdiff-evaluate metrics=proxies generated_dir=gen/ reference_dir=refs/   # weight-free, fastest
     musicdiff-evaluate metrics=clap generated_dir=gen/ prompts=gen/generations.jsonl
     musicdiff-evaluate reconstruction=true generated_dir=recon/ reference_dir=orig/ metrics.metrics={}
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
@@ -27,7 +29,8 @@ def _log_window_curves(suite, results: dict[str, float], run_dir, logger) -> Non
     """Long-form per-window metrics as curves: one metric per curve with ``step = window index``, and a plot.
 
     ``longform_fd_w<k>`` becomes ``eval/longform_fd_by_window`` at step ``k`` (likewise
-    ``longform_repetition_w<k>``), and ``longform_curves.png`` in the run dir (MLflow artifact).
+    ``longform_repetition_w<k>`` and, with a CLAP model, ``longform_clap_w<k>``), and
+    ``longform_curves.png`` in the run dir (MLflow artifact).
     """
     from musicdiff.evaluation.longform import LongformMetrics, window_curves
 
@@ -46,6 +49,19 @@ def _log_window_curves(suite, results: dict[str, float], run_dir, logger) -> Non
     logger.log_artifact(path)
 
 
+def _prompts_source(cfg: DictConfig) -> str | None:
+    """``prompts=...``, else the generated folder's ``generations.jsonl`` (musicdiff-generate's), else ``None``."""
+    from musicdiff.sampling.outputs import GENERATIONS_MANIFEST
+
+    if cfg.prompts:
+        return str(cfg.prompts)
+    manifest = Path(str(cfg.generated_dir)) / GENERATIONS_MANIFEST
+    if manifest.is_file():
+        log.info("prompts from %s", manifest)
+        return str(manifest)
+    return None
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Compute the configured metrics; returns ``{metric: value}`` (also logged and saved)."""
     from musicdiff.evaluation.folder_eval import evaluate_folders
@@ -57,7 +73,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     with tracked_run(cfg, run_dir, digest, "evaluate") as logger:
         suite = instantiate(cfg.metrics)
         if len(suite):
-            results.update(evaluate_folders(cfg.generated_dir, cfg.reference_dir, cfg.prompts, suite))
+            results.update(evaluate_folders(cfg.generated_dir, cfg.reference_dir, _prompts_source(cfg), suite))
         if cfg.reconstruction:
             from musicdiff.evaluation.reconstruction import evaluate_reconstruction_folders
 

@@ -104,7 +104,7 @@ class EvaluateConfig:
     run_name: str = "evaluate"
     generated_dir: Optional[str] = None  # folder of audio to score
     reference_dir: Optional[str] = None  # reference audio (FD, KL, reconstruction)
-    prompts: Optional[str] = None  # prompts file/manifest for CLAP score
+    prompts: Optional[str] = None  # prompts file/manifest for CLAP scores (default: generated_dir/generations.jsonl)
     reconstruction: bool = False  # autoencoder reconstruction metrics of generated vs reference
     sample_rate: int = 44100  # rate audio is loaded at for the reconstruction metrics
     seed: int = 0
