@@ -40,6 +40,8 @@ PARAPHRASES = {  # wordings absent from the synthetic captions ("<instrument> pl
 }
 CONDITIONER_OVERRIDES = {"minilm_timing": ["conditioner=minilm_timing", "conditioner.cond_dim=64",
                                            "conditioner.global_cond_dim=128"],
+                         "minilm_tokens": ["conditioner=minilm_timing", "conditioner.cond_dim=64",
+                                           "conditioner.global_cond_dim=128", "conditioner.conditioners.prompt.pooling=tokens"],
                          "lut_timing_tiny": []}  # experiment=tiny's own conditioner
 
 

@@ -57,6 +57,26 @@ def test_forward_tokens_and_frozen_encoder(minilm):
     assert not any(p.requires_grad for p in minilm.model.parameters())
 
 
+def test_token_pooling_gives_every_token_state_with_its_padding_mask(minilm):
+    tokens = SentenceConditioner(32, pooling="tokens")
+    tokens.proj_out.load_state_dict(minilm.proj_out.state_dict())
+    texts = ["saw playing E4", "a much longer caption about a quiet ambient pad with soft strings and rain"]
+    emb, mask = tokens(texts, "cpu")
+    lengths = minilm.tokenizer(texts, return_length=True)["length"]
+    assert mask.shape == emb.shape[:2] == (2, max(lengths)) and mask.sum(1).tolist() == list(lengths)
+    assert (emb[0, lengths[0]:] == 0).all()  # padding rows are zero
+    enc = minilm.tokenizer(texts[:1], return_tensors="pt")
+    with torch.no_grad():
+        hidden = minilm.model(**enc).last_hidden_state[0]
+        torch.testing.assert_close(emb[0, :lengths[0]], tokens.proj_out(hidden), atol=2e-5, rtol=0)
+    # the note name keeps its own token: two prompts that differ only in it differ there, not in one average
+    a, _ = tokens(["saw playing E4"], "cpu")
+    b, _ = tokens(["saw playing G4"], "cpu")
+    assert a.shape == b.shape and not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="pooling='max'"):
+        SentenceConditioner(8, pooling="max")
+
+
 def test_config_builds_the_conditioner_set(minilm):
     root = OmegaConf.create({"conditioner": OmegaConf.load(CONF / "conditioner" / "minilm_timing.yaml")})
     root.conditioner.cond_dim, root.conditioner.global_cond_dim = 64, 128  # the tiny pipeline's widths

