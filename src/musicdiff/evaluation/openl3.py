@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicdiff.evaluation.embedders import _check_audio, peak_normalize, resample
+from musicdiff.files.state_dict import read_state_dict, state_dict_mismatch
 
 
 SAMPLE_RATE = 48000  # openl3's TARGET_SR; one window = 1 s
@@ -123,18 +124,8 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
     Keys may carry a ``model.``/``module.`` prefix; kapre/torchopenl3 spectrogram buffers are dropped.
     """
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict):
-        raise ValueError(f"OpenL3 weights {path}: expected a state dict, got {type(state).__name__}")
     out = {}
-    for k, v in state.items():
+    for k, v in read_state_dict(path, "OpenL3 weights").items():
         for prefix in ("module.", "model."):
             k = k[len(prefix):] if k.startswith(prefix) else k
         if k.startswith(("speclayer.", "frontend.")) or k.endswith("num_batches_tracked"):
@@ -160,12 +151,8 @@ def load_openl3(path: str, device: str = "cpu") -> OpenL3AudioNet:
     net = OpenL3AudioNet()
     state = load_weights(_resolve(path))
     expected = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        raise ValueError(f"OpenL3 weights {path}: missing {missing[:3]}, unexpected {unexpected[:3]}, "
-                         f"wrong shapes {sorted(wrong)[:3]} (expected the mel256 audio network)")
+    if problem := state_dict_mismatch(state, expected):
+        raise ValueError(f"OpenL3 weights {path}: {problem} (expected the mel256 audio network)")
     net.load_state_dict(state, strict=False)  # only the BN step counters are absent
     return net.to(device).eval().requires_grad_(False)
 

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicdiff.evaluation.embedders import _check_audio, peak_normalize, resample
+from musicdiff.files.state_dict import read_state_dict, state_dict_mismatch
 
 SAMPLE_RATE = 32000
 N_MELS, N_FFT, WIN, HOP = 128, 1024, 800, 320
@@ -148,18 +149,8 @@ class PaSST(nn.Module):
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """PaSST state dict from ``.safetensors`` or a torch file (``weights_only``); strips ``net.``/``module.``."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
-    if not isinstance(state, dict):
-        raise ValueError(f"PaSST weights {path}: expected a state dict, got {type(state).__name__}")
     out = {}
-    for k, v in state.items():
+    for k, v in read_state_dict(path, "PaSST weights", unwrap=("state_dict", "model")).items():
         for prefix in ("module.", "net."):
             k = k[len(prefix):] if k.startswith(prefix) else k
         if k.startswith("mel.") or k == "device_proxy":
@@ -183,12 +174,8 @@ def load_passt(path: str, device: str = "cpu") -> PaSST:
     """PaSST-S with the weights of ``path`` (every tensor must match the architecture)."""
     net = PaSST()
     state, expected = load_weights(_resolve(path)), net.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        raise ValueError(f"PaSST weights {path}: missing {missing[:3]}, unexpected {unexpected[:3]}, "
-                         f"wrong shapes {sorted(wrong)[:3]} (expected passt_s_swa_p16_128_ap476)")
+    if problem := state_dict_mismatch(state, expected):
+        raise ValueError(f"PaSST weights {path}: {problem} (expected passt_s_swa_p16_128_ap476)")
     net.load_state_dict(state)
     return net.to(device).eval().requires_grad_(False)
 

@@ -21,12 +21,13 @@ mapping is a rename; tensors are never modified. Checkpoints are read with safet
 
 from __future__ import annotations
 
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+
+from musicdiff.files.state_dict import read_state_dict
 
 SAT_PREFIXES = {
     "autoencoder": "pretransform.model.",
@@ -62,21 +63,8 @@ def read_sat_checkpoint(path: str | Path, ema: bool = False) -> dict[str, torch.
         Keys as in the released ``model.safetensors`` (``model.model.*``, ``pretransform.model.*``,
         ``conditioner.*``).
     """
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        sd = load_file(str(path))
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:  # e.g. a Lightning checkpoint with pickled callbacks/hparams
-            raise ValueError(f"{path} holds objects other than tensors and is only read with weights_only=True: "
-                             "unwrap it with stable-audio-tools' unwrap_model.py (or use model.safetensors)") from err
-        sd = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
-        if not isinstance(sd, Mapping):
-            raise ValueError(f"{path}: expected a state dict or a dict with 'state_dict'")
-    sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    sd = read_state_dict(path, "Stable Audio checkpoint", pickle_hint="unwrap it with stable-audio-tools' "
+                         "unwrap_model.py (or use model.safetensors)")
     if any(k.startswith(_TRAINING_PREFIX) for k in sd):
         out = {k[len(_TRAINING_PREFIX):]: v for k, v in sd.items() if k.startswith(_TRAINING_PREFIX)}
         if ema:
