@@ -14,18 +14,9 @@ from omegaconf import OmegaConf
 from musicdiff.evaluation.reconstruction import stft_distance
 from musicdiff.losses.stft import MultiResolutionSTFTLoss
 from musicdiff.training.tasks.autoencoder import AutoencoderTask
+from tests.helpers.threads import single_thread  # noqa: F401  (autouse: one intra-op thread)
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """One intra-op thread: small convs gain little from two, and spin-waiting threads make these tests
-    pathologically slow (10x+) when the CPU is shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class StubCtx:

@@ -18,6 +18,7 @@ import soundfile as sf
 import torch
 
 from musicdiff.data.checkset import CheckSetUnavailable, build_checkset
+from tests.helpers.threads import single_thread  # noqa: F401  (autouse: one intra-op thread)
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "outputs" / "data" / "real_music_ci"
@@ -34,14 +35,6 @@ KL_MAX, LATENT_RMS_MAX, GRAD_NORM_MAX = 150.0, 1.5, 30.0
 STFT_GAIN = 0.92      # STFT loss on fixed clips after training <= 0.92 x the untrained model's (measured: 0.86)
 LOUDNESS_RANGE = 12.0  # generated clips within +-12 LU of the training audio's median loudness (measured: the
 # 300-step VAE's own reconstructions through posterior samples are ~8 LU quieter than the -12 LUFS masters)
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

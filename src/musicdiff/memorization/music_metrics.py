@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from musicdiff.config.runtime import atomic_write_text
 from musicdiff.evaluation.frechet import FrechetDistance
 from musicdiff.evaluation.kl import PooledKLDivergence
 from musicdiff.memorization.analysis import AudioItem, Match
@@ -124,6 +125,6 @@ def music_metrics(train: dict[str, np.ndarray], gens: dict[str, np.ndarray], gen
 def write_music_summary(path: Path, scalars: dict[str, float], per_gen: list[dict[str, Any]],
                         generation_items: Sequence[AudioItem], training_items: Sequence[AudioItem]) -> None:
     """``music_metrics.json``: the scalars and each generation's nearest training item in music space."""
-    path.write_text(json.dumps({"metrics": scalars, "generations": [
+    atomic_write_text(path, json.dumps({"metrics": scalars, "generations": [
         {"name": it.name, "split": it.split, "similarity": p["similarity"],
          "nearest": training_items[p["nearest"]].name} for it, p in zip(generation_items, per_gen)]}, indent=1))

@@ -9,22 +9,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from tests.helpers.threads import single_thread  # noqa: F401  (autouse: one intra-op thread)
+
 CONF = Path(__file__).resolve().parents[3] / "conf"
 
 
 def load_autoencoder_cfg(name: str):
     """``{"autoencoder": <conf/autoencoder/name.yaml>}`` so that interpolations resolve."""
     return OmegaConf.create({"autoencoder": OmegaConf.load(CONF / "autoencoder" / f"{name}.yaml")})
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Small convolutions gain nothing from a second thread, and spin-waiting intra-op threads slow
-    them down 10x+ when the CPU is shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture()

@@ -1,15 +1,3 @@
-"""Fixtures of the inference fast-path tests."""
+"""Fixtures of the inference fast-path tests: one intra-op thread (tests/helpers/threads.py)."""
 
-from __future__ import annotations
-
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Small convolutions gain nothing from a second thread on a shared CPU (see tests/models/autoencoder)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.helpers.threads import single_thread  # noqa: F401  (autouse fixture)
